@@ -1,0 +1,1 @@
+"""The committed guest binaries, installed as package data (see README)."""

@@ -1,0 +1,112 @@
+"""What each guest architecture needs: the one place that knows.
+
+A profile is data, not code: adding an architecture means adding one
+profile here and one guest under ``guests/``, and nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Tuple
+
+from .errors import ConfigError
+from .guests import guest_path
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class ArchProfile:
+    """How to run the test guest of one architecture under QEMU."""
+
+    #: QEMU's name for the architecture, as in ``qemu-system-<name>``.
+    name: str
+    #: The ``-machine`` value, options included.
+    machine: str
+    #: Guest RAM, in MiB.
+    memory_mib: int
+    #: Guest RAM compared byte for byte between source and destination,
+    #: as ``(start, end)`` ranges: all of RAM but what firmware and QEMU's
+    #: option ROMs own (x86's KVM vapic ROM is rewritten on the destination
+    #: when the migration is loaded).
+    ram_ranges: Tuple[Tuple[int, int], ...]
+    #: The guest program, relative to ``guests/<name>/``.
+    guest: str
+    #: How the guest is handed to QEMU: ``-kernel``, ``-bios`` or ``-drive``.
+    guest_option: str
+    #: The range the guest writes its counters in: ``[start, end)``.
+    test_range: Tuple[int, int]
+    #: The ``-cpu`` model for each accelerator that can run this guest.
+    cpus: Mapping[str, Optional[str]] = field(default_factory=dict)
+    #: Extra arguments, for silencing irrelevant warnings and the like.
+    extra_args: Tuple[str, ...] = ()
+    #: ``platform.machine()`` of hosts where KVM can run this guest.
+    kvm_hosts: Tuple[str, ...] = ()
+
+    @property
+    def binary(self) -> str:
+        """The default QEMU binary name for this architecture."""
+        return f"qemu-system-{self.name}"
+
+    @property
+    def accelerators(self) -> Tuple[str, ...]:
+        """The accelerators this profile knows how to use."""
+        return tuple(self.cpus)
+
+    def guest_file(self) -> Path:
+        """The committed guest binary for this architecture."""
+        return guest_path(self.name, self.guest)
+
+    def qemu_args(self, accel: str, guest: Path) -> List[str]:
+        """The arguments that boot ``guest`` (a copy of :meth:`guest_file`) with ``accel``.
+
+        QEMU locks a disk image for writing, so each pair boots its own copy.
+        """
+        if accel not in self.cpus:
+            raise ConfigError("accel", accel, f"one of {', '.join(self.cpus)} for {self.name}")
+        if self.guest_option == "-drive":
+            boot = ["-drive", f"file={guest},format=raw,if=ide"]
+        else:
+            boot = [self.guest_option, guest]
+        cpu = self.cpus[accel]
+        return [
+            "-accel", accel,
+            "-machine", self.machine,
+            *(["-cpu", cpu] if cpu else []),
+            "-m", f"{self.memory_mib}M",
+            *boot,
+            *self.extra_args,
+        ]  # fmt: skip
+
+
+PROFILES: Dict[str, ArchProfile] = {
+    profile.name: profile
+    for profile in (
+        ArchProfile(
+            name="x86_64",
+            machine="pc",
+            memory_mib=150,
+            # Below 640 KiB, and above the legacy VGA and ROM hole.
+            ram_ranges=((0, 0xA0000), (1 * MiB, 150 * MiB)),
+            guest="guest.img",
+            guest_option="-drive",
+            test_range=(1 * MiB, 100 * MiB),
+            # The default qemu64 model warns about 'pni' under KVM, and
+            # '-cpu host' aborts under some software KVMs; this works on both.
+            cpus={"tcg": None, "kvm": "max,-arch-capabilities"},
+            kvm_hosts=("x86_64",),
+        ),
+    )
+}
+
+
+def get_profile(name: str) -> ArchProfile:
+    """The profile called ``name``.
+
+    :raise ConfigError: no such architecture.
+    """
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ConfigError("arch", name, f"one of {', '.join(sorted(PROFILES))}") from None

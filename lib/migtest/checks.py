@@ -1,0 +1,111 @@
+"""Pure checks of guest memory dumps against the guest contract.
+
+The guest (see ``guests/README``) keeps one counter byte at the start of
+every 4 KiB page of its test range, incremented in ascending page order, and
+never writes anything else there.  A snapshot therefore shows all counters
+equal but for one step down by one (mod 256) where the guest was, and zeros
+everywhere else.  These functions take bytes and addresses, touch no QEMU,
+and raise :class:`~migtest.errors.CheckFailure` naming the first wrong
+addresses with what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import List, Tuple
+
+from .errors import CheckFailure
+
+PAGE_SIZE = 4096
+
+#: How many wrong places a failure message lists at most.
+MAX_REPORTED = 8
+
+_NONZERO = re.compile(rb"[^\x00]")
+
+
+def _describe(mismatches: List[Tuple[int, int, int]], total: str) -> str:
+    lines = [f"  0x{addr:x}: expected 0x{want:02x}, found 0x{got:02x}" for addr, want, got in mismatches]
+    return "\n".join(lines + [f"  ({total})"])
+
+
+def check_counter_pattern(dump: bytes, base: int) -> None:
+    """Check a dump of the test range against the guest contract.
+
+    :param dump: the test range, starting at a page boundary.
+    :param base: the guest physical address of ``dump[0]``, for messages.
+    :raise CheckFailure: a stray non-zero byte, a counter out of sequence,
+        more than one step, or a range that is all zeros (the guest never
+        ran, or its memory was lost).
+    """
+    if len(dump) % PAGE_SIZE or not dump:
+        raise CheckFailure(f"dump of {len(dump)} bytes is not a whole number of pages")
+    _check_only_counters_written(dump, base)
+    counters = dump[::PAGE_SIZE]
+    if not any(counters):
+        raise CheckFailure(
+            f"every counter byte in [0x{base:x}, 0x{base + len(dump):x}) is zero: "
+            "the guest never ran there, or its memory was lost"
+        )
+    bad: List[Tuple[int, int, int]] = []
+    steps = 0
+    for page in range(1, len(counters)):
+        previous, current = counters[page - 1], counters[page]
+        if current == previous:
+            continue
+        if current == (previous - 1) % 256 and steps == 0:
+            steps = 1
+            continue
+        # The expected value: no further step once one was taken.
+        bad.append((base + page * PAGE_SIZE, previous, current))
+        if len(bad) >= MAX_REPORTED:
+            break
+    if bad:
+        raise CheckFailure(
+            "guest counters are out of sequence (each page's counter must equal the "
+            "previous page's, but for one step down by 1):\n"
+            + _describe(bad, f"first {len(bad)} shown")
+        )
+
+
+def _check_only_counters_written(dump: bytes, base: int) -> None:
+    """Everything but the counter bytes must still be zero."""
+    rest = bytearray(dump)
+    rest[::PAGE_SIZE] = bytes(len(rest[::PAGE_SIZE]))
+    bad: List[Tuple[int, int, int]] = []
+    for match in _NONZERO.finditer(rest):
+        offset = match.start()
+        bad.append((base + offset, 0, rest[offset]))
+        if len(bad) >= MAX_REPORTED:
+            break
+    if bad:
+        raise CheckFailure(
+            "bytes the guest never writes are not zero (page data was corrupted):\n"
+            + _describe(bad, f"first {len(bad)} shown")
+        )
+
+
+def compare_memory(expected: bytes, found: bytes, base: int, what: str) -> None:
+    """Check two dumps of the same guest memory are identical, byte for byte.
+
+    :param what: what the two dumps are, e.g. ``source and destination RAM``.
+    :raise CheckFailure: naming the first differing addresses.
+    """
+    if len(expected) != len(found):
+        raise CheckFailure(f"{what}: dumps differ in size ({len(expected)} vs {len(found)} bytes)")
+    if expected == found:
+        return
+    bad: List[Tuple[int, int, int]] = []
+    differing_pages = 0
+    for start in range(0, len(expected), PAGE_SIZE):
+        want, got = expected[start : start + PAGE_SIZE], found[start : start + PAGE_SIZE]
+        if want == got:
+            continue
+        differing_pages += 1
+        for offset, (a, b) in enumerate(zip(want, got)):
+            if a != b and len(bad) < MAX_REPORTED:
+                bad.append((base + start + offset, a, b))
+    raise CheckFailure(
+        f"{what} differ:\n"
+        + _describe(bad, f"first {len(bad)} shown; {differing_pages} pages differ")
+    )

@@ -1,0 +1,145 @@
+"""The migration commands of one side, source or destination.
+
+An :class:`Endpoint` wraps a :class:`~migtest.machine.QEMUMachine` with the
+verbs migration tests use, in Python terms: capabilities and parameters are
+keyword arguments, statuses are strings QEMU defines, and every setting is
+read back, because a QEMU that accepts a value and then ignores it is a bug
+this suite should catch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, FrozenSet, Iterable, List, Optional
+
+from .errors import MigtestError, Unavailable
+from .machine import QEMUMachine
+from .wait import wait_for
+
+#: Seconds a migration status may take to be reached (QEMU's own tests cap
+#: their status waits at 120 s after unlimited waits hung CI).
+STATUS_TIMEOUT = 120.0
+
+#: Statuses after which a migration does not move on by itself.
+FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+
+
+def _qmp_name(name: str) -> str:
+    return name.replace("_", "-")
+
+
+class Endpoint:
+    """One side of a migration."""
+
+    def __init__(self, machine: QEMUMachine) -> None:
+        self.machine = machine
+        self.name = machine.name
+        self._capabilities: Optional[FrozenSet[str]] = None
+
+    def supported_capabilities(self) -> FrozenSet[str]:
+        """The migration capabilities this QEMU knows."""
+        if self._capabilities is None:
+            caps = self.machine.cmd("query-migrate-capabilities")
+            self._capabilities = frozenset(c["capability"] for c in caps)
+        return self._capabilities
+
+    def require_capabilities(self, names: Iterable[str]) -> None:
+        """:raise Unavailable: this QEMU lacks one of the capabilities ``names``."""
+        missing = sorted(set(map(_qmp_name, names)) - self.supported_capabilities())
+        if missing:
+            raise Unavailable(
+                f"{self.name} QEMU ({self.machine.binary}) lacks the migration "
+                f"capabilities: {', '.join(missing)}"
+            )
+
+    def set_capabilities(self, **capabilities: bool) -> None:
+        """Set migration capabilities and check that QEMU took them.
+
+        :raise Unavailable: QEMU does not know one of them.
+        """
+        self.require_capabilities(capabilities)
+        wanted = {_qmp_name(k): v for k, v in capabilities.items()}
+        self.machine.cmd(
+            "migrate-set-capabilities",
+            capabilities=[{"capability": k, "state": v} for k, v in wanted.items()],
+        )
+        current = {c["capability"]: c["state"] for c in self.machine.cmd("query-migrate-capabilities")}
+        wrong = {k: current.get(k) for k, v in wanted.items() if current.get(k) != v}
+        if wrong:
+            raise MigtestError(f"{self.name}: capabilities set to {wanted} but read back {wrong}")
+
+    def set_parameters(self, **parameters: Any) -> None:
+        """Set migration parameters and check that QEMU took them."""
+        wanted = {_qmp_name(k): v for k, v in parameters.items()}
+        self.machine.cmd("migrate-set-parameters", **wanted)
+        current = self.parameters()
+        wrong = {k: current.get(k) for k, v in wanted.items() if current.get(k) != v}
+        if wrong:
+            raise MigtestError(f"{self.name}: parameters set to {wanted} but read back {wrong}")
+
+    def parameters(self) -> Dict[str, Any]:
+        """The current migration parameters, with QMP names."""
+        result: Dict[str, Any] = self.machine.cmd("query-migrate-parameters")
+        return result
+
+    def info(self) -> Dict[str, Any]:
+        """The answer to ``query-migrate``."""
+        result: Dict[str, Any] = self.machine.cmd("query-migrate")
+        return result
+
+    def status(self) -> str:
+        """The migration status, ``none`` before any migration."""
+        return str(self.info().get("status", "none"))
+
+    def wait_for_status(
+        self, *statuses: str, timeout: float = STATUS_TIMEOUT, fail_on: Iterable[str] = ()
+    ) -> Dict[str, Any]:
+        """Wait until the migration status is one of ``statuses``.
+
+        :param fail_on: statuses that mean the awaited one can no longer
+            come; reaching one ends the wait at once with an error.
+        :return: the ``query-migrate`` answer that showed the status.
+        :raise MigtestError: a ``fail_on`` status was reached.
+        :raise WaitTimeout: none of ``statuses`` within ``timeout``.
+        """
+        doomed = set(fail_on) - set(statuses)
+
+        def check() -> "tuple[bool, Dict[str, Any]]":
+            info = self.info()
+            status = info.get("status", "none")
+            if status in doomed:
+                detail = info.get("error-desc", "no error-desc")
+                raise MigtestError(
+                    f"{self.name}: migration reached '{status}' while waiting for "
+                    f"{'/'.join(statuses)}: {detail}"
+                )
+            return status in statuses, info
+
+        what = f"migration status {'/'.join(statuses)} on {self.name}"
+        info: Dict[str, Any] = wait_for(check, what=what, timeout=timeout)
+        return info
+
+    def wait_for_dirty_sync(self, count: int, timeout: float = STATUS_TIMEOUT) -> int:
+        """Wait until RAM has been synced ``count`` times (first sync is 1).
+
+        A second sync means a first full pass over RAM is complete and
+        the dirtied pages are being sent again: the migration is live.
+        """
+
+        def check() -> "tuple[bool, object]":
+            info = self.info()
+            if info.get("status") in FINAL_STATUSES:
+                raise MigtestError(
+                    f"{self.name}: migration ended '{info['status']}' while waiting "
+                    f"for dirty sync {count}: {info.get('error-desc', '')}"
+                )
+            synced = info.get("ram", {}).get("dirty-sync-count", 0)
+            return synced >= count, synced
+
+        synced: int = wait_for(
+            check, what=f"dirty-sync-count >= {count} on {self.name}", timeout=timeout
+        )
+        return synced
+
+    def status_history(self) -> List[str]:
+        """Statuses announced by MIGRATION events so far (needs ``events``)."""
+        return [e["data"]["status"] for e in self.machine.events("MIGRATION")]

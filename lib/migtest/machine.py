@@ -1,0 +1,291 @@
+"""One QEMU process, with its QMP monitor and its console.
+
+:class:`QEMUMachine` knows nothing about migration or architectures: it
+starts a binary with the arguments it is given, plus the monitor and console
+plumbing that every machine of the suite shares, and guarantees that the
+process is gone when it is done with it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import logging
+import shlex
+import signal
+import socket
+import subprocess
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
+
+from .errors import LaunchError, QMPConnectionLost, StateError, WaitTimeout
+from .qmp import Message, QMPConnection
+from .wait import wait_for
+
+#: Seconds QEMU may take from exec to its QMP greeting (measured: ~30 ms).
+LAUNCH_TIMEOUT = 30.0
+#: Seconds a QMP command may take; pmemsave of a few hundred MiB is the slowest.
+COMMAND_TIMEOUT = 60.0
+#: Seconds QEMU gets to exit after ``quit`` before it is killed.
+SHUTDOWN_TIMEOUT = 10.0
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill QEMU when the process that started it dies.
+
+    Runs in the child between fork and exec.  Whatever happens to the test
+    process (SIGKILL, a crash, Avocado's timeout), no QEMU outlives it.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class Runstate(enum.Enum):
+    """Where a machine is in its life."""
+
+    CREATED = "created"
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+class QEMUMachine:
+    """A QEMU process driven over QMP.
+
+    :param binary: path or name of the QEMU system emulator.
+    :param args: the machine's own arguments (machine type, memory, guest...).
+    :param name: short name, used for logs and file names (``src``, ``dst``).
+    :param workdir: where the console and output files go, and QEMU's
+        working directory, so relative paths in commands (``unix:x.sock``)
+        land there, however long the directory's own path is.
+
+    The process's stdout and stderr go to ``<name>.log`` and the guest's
+    serial console to ``<name>-console.log``, both in ``workdir``.
+    """
+
+    def __init__(self, binary: str, args: Sequence[str], *, name: str, workdir: Path) -> None:
+        self.binary = binary
+        self.name = name
+        self.workdir = Path(workdir)
+        self.console_path = self.workdir / f"{name}-console.log"
+        self.output_path = self.workdir / f"{name}.log"
+        self._args = list(args)
+        self._process: Optional[subprocess.Popen[bytes]] = None
+        self._qmp: Optional[QMPConnection] = None
+        self._state = Runstate.CREATED
+        self._events: List[Message] = []
+        self._next_event = 0
+        self._log = logging.getLogger(f"migtest.machine.{name}")
+
+    # -- life cycle ---------------------------------------------------------
+
+    def command_line(self, qmp_fd: int) -> List[str]:
+        """The full command line, with QMP on the inherited descriptor ``qmp_fd``."""
+        return [
+            self.binary,
+            "-nodefaults",
+            "-display", "none",
+            "-chardev", f"socket,id=qmp,fd={qmp_fd}",
+            "-mon", "chardev=qmp,mode=control",
+            "-chardev", f"file,id=console,path={self.console_path}",
+            "-serial", "chardev:console",
+            *self._args,
+        ]  # fmt: skip
+
+    def launch(self) -> None:
+        """Start QEMU and connect to its monitor.
+
+        :raise LaunchError: QEMU could not be executed, exited, or did not
+            greet us in time; the error shows the command line and output.
+        """
+        if self._state is not Runstate.CREATED:
+            raise StateError(f"{self.name}: launch() called twice")
+        self._state = Runstate.RUNNING
+        ours, theirs = socket.socketpair()
+        cmdline = self.command_line(theirs.fileno())
+        self._log.debug("launch: %s", shlex.join(cmdline))
+        self.console_path.touch()
+        try:
+            with open(self.output_path, "wb") as output:
+                self._process = subprocess.Popen(
+                    cmdline,
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    pass_fds=[theirs.fileno()],
+                    cwd=self.workdir,
+                    preexec_fn=_die_with_parent,
+                )
+        except OSError as exc:
+            ours.close()
+            raise LaunchError(str(exc), cmdline, None, "") from exc
+        finally:
+            theirs.close()
+        self._qmp = QMPConnection(ours, self.name)
+        try:
+            self._qmp.connect(LAUNCH_TIMEOUT)
+        except (QMPConnectionLost, WaitTimeout) as exc:
+            self.kill()
+            raise LaunchError(str(exc), cmdline, self.exitcode, self.output) from exc
+
+    def shutdown(self, timeout: float = SHUTDOWN_TIMEOUT) -> None:
+        """Ask QEMU to quit, and kill it if it has not within ``timeout``.
+
+        Idempotent, and safe in every state: after a failed launch, after
+        QEMU exited by itself, or twice.
+        """
+        if self._process is not None and self._process.poll() is None and self._qmp:
+            try:
+                self._qmp.execute("quit", None, timeout)
+            except Exception as exc:  # noqa: BLE001 - we kill it below anyway
+                self._log.debug("quit: %r", exc)
+            try:
+                self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._log.debug("did not quit within %g s: killing", timeout)
+        self.kill()
+
+    def kill(self) -> None:
+        """Kill QEMU (by its PID, never by name) and close the monitor."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        if self._qmp is not None:
+            self._qmp.close()
+            self._qmp = None
+        if self._state is Runstate.RUNNING:
+            self._state = Runstate.STOPPED
+
+    def __enter__(self) -> QEMUMachine:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.shutdown()
+
+    # -- process facts ------------------------------------------------------
+
+    @property
+    def pid(self) -> Optional[int]:
+        """QEMU's process id, once launched."""
+        return self._process.pid if self._process else None
+
+    @property
+    def exitcode(self) -> Optional[int]:
+        """QEMU's exit code, or ``None`` while it runs (or before launch)."""
+        return self._process.poll() if self._process else None
+
+    def is_running(self) -> bool:
+        """Whether the QEMU process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def output(self) -> str:
+        """What QEMU printed on stdout and stderr so far."""
+        try:
+            return self.output_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def console_text(self) -> str:
+        """What the guest printed on its serial console so far."""
+        try:
+            return self.console_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_for_exit(self, timeout: float) -> int:
+        """Wait until QEMU exits by itself; return its exit code."""
+        return wait_for(
+            lambda: (self.exitcode is not None, self.exitcode),
+            what=f"{self.name} QEMU to exit",
+            timeout=timeout,
+        )
+
+    # -- monitor ------------------------------------------------------------
+
+    def _monitor(self) -> QMPConnection:
+        if self._qmp is None or self._state is not Runstate.RUNNING:
+            raise StateError(f"{self.name}: the machine is {self._state.value}, not running")
+        return self._qmp
+
+    def cmd(self, command: str, timeout: float = COMMAND_TIMEOUT, **arguments: Any) -> Any:
+        """Run a QMP command and return its result.
+
+        Arguments are given with Python names: ``downtime_limit=1`` is sent
+        as ``downtime-limit``.
+
+        :raise QMPError: QEMU answered with an error (carries its class).
+        """
+        args = {key.replace("_", "-"): value for key, value in arguments.items()}
+        return self._monitor().execute(command, args or None, timeout)
+
+    def cmd_with_fd(self, fd: int, fdname: str, timeout: float = COMMAND_TIMEOUT) -> None:
+        """Hand ``fd`` to QEMU under the name ``fdname`` (SCM_RIGHTS + ``getfd``)."""
+        monitor = self._monitor()
+        monitor.send_fd(fd)
+        monitor.execute("getfd", {"fdname": fdname}, timeout)
+
+    def _pull_events(self, wait: float) -> None:
+        """Move events that QEMU sent into the history, waiting up to ``wait``."""
+        monitor = self._monitor()
+        event = monitor.next_event(wait)
+        while event is not None:
+            self._log.debug("event: %s %s", event.get("event"), event.get("data", {}))
+            self._events.append(event)
+            event = monitor.next_event(0)
+
+    def events(self, name: Optional[str] = None) -> List[Message]:
+        """Every event received so far (or those called ``name``), oldest first."""
+        if self._qmp is not None and self._state is Runstate.RUNNING:
+            self._pull_events(0)
+        return [e for e in self._events if name is None or e["event"] == name]
+
+    def wait_event(
+        self,
+        name: str,
+        timeout: float,
+        match: Optional[Callable[[Dict[str, Any]], bool]] = None,
+    ) -> Message:
+        """Wait for the next event ``name`` whose data satisfies ``match``.
+
+        Events are consumed in order: the returned one, and any before it,
+        will not be returned by a later ``wait_event``.  They stay in
+        :meth:`events`.
+        """
+
+        def check() -> Tuple[bool, Any]:
+            self._pull_events(0.01)
+            while self._next_event < len(self._events):
+                event = self._events[self._next_event]
+                self._next_event += 1
+                if event["event"] == name and (match is None or match(event.get("data", {}))):
+                    return True, event
+            recent = [e["event"] for e in self._events[-5:]]
+            return False, f"latest events: {recent}"
+
+        event: Message = wait_for(
+            check, what=f"event {name} on {self.name}", timeout=timeout, interval=0
+        )
+        return event
+
+    def read_memory(self, address: int, size: int) -> bytes:
+        """Read guest physical memory through ``pmemsave``.
+
+        The dump goes through a file in ``workdir``, removed at once.
+        """
+        path = self.workdir / f"{self.name}-{address:x}-{size:x}.dump"
+        try:
+            self.cmd("pmemsave", val=address, size=size, filename=str(path))
+            return path.read_bytes()
+        finally:
+            path.unlink(missing_ok=True)
+
+    def __repr__(self) -> str:
+        return f"<QEMUMachine {self.name} pid={self.pid} {self._state.value}>"

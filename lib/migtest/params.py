@@ -1,0 +1,82 @@
+"""The suite's parameters, read once into a typed object.
+
+Parameters come from Avocado (variants files, or ``-p name=value``) and,
+for the binary, from the environment variables QEMU's own tests use.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Protocol
+
+from .arch import ArchProfile, get_profile
+from .errors import ConfigError
+from .host import find_binary, resolve_accel
+
+#: Environment variables naming the QEMU binary, as QEMU's qtests read them.
+ENV_BINARY = "QTEST_QEMU_BINARY"
+ENV_BINARY_SRC = "QTEST_QEMU_BINARY_SRC"
+ENV_BINARY_DST = "QTEST_QEMU_BINARY_DST"
+#: Set to 1 to turn every CANCEL of the suite into a FAIL.
+ENV_STRICT = "MIGTEST_STRICT"
+
+_TRUE = ("1", "yes", "true", "on")
+_FALSE = ("0", "no", "false", "off", "")
+
+
+class ParamSource(Protocol):
+    """What we need of Avocado's ``self.params``."""
+
+    def get(self, key: str, path: Optional[str] = None, default: Any = None) -> Any: ...
+
+
+def parse_bool(parameter: str, value: object) -> bool:
+    """Read a yes/no parameter strictly: a typo must not mean 'no'."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(parameter, value, "one of " + ", ".join(_TRUE + _FALSE[:-1]))
+
+
+@dataclass(frozen=True)
+class SuiteParams:
+    """Everything a migration test needs to know about what to run."""
+
+    profile: ArchProfile
+    #: The accelerator in use: ``tcg`` or ``kvm`` (``auto`` already resolved).
+    accel: str
+    qemu_bin_src: str
+    qemu_bin_dst: str
+    #: Whether a missing binary, accelerator or feature fails the test
+    #: instead of cancelling it.
+    strict: bool
+
+    @classmethod
+    def strict_from(cls, params: ParamSource, environ: Mapping[str, str]) -> bool:
+        """Read strict mode alone: it must be known even when the rest is unusable."""
+        return parse_bool("strict", params.get("strict", default=environ.get(ENV_STRICT, "0")))
+
+    @classmethod
+    def from_params(cls, params: ParamSource, environ: Mapping[str, str] = os.environ) -> SuiteParams:
+        """Read and check every parameter.
+
+        :raise ConfigError: a parameter has an unusable value.
+        :raise Unavailable: a binary or accelerator is missing on this host.
+        """
+        profile = get_profile(str(params.get("arch", default="x86_64")))
+        accel = resolve_accel(str(params.get("accel", default="auto")), profile)
+        default_bin = params.get("qemu_bin", default=environ.get(ENV_BINARY) or profile.binary)
+        src = params.get("qemu_bin_src", default=environ.get(ENV_BINARY_SRC) or default_bin)
+        dst = params.get("qemu_bin_dst", default=environ.get(ENV_BINARY_DST) or default_bin)
+        return cls(
+            profile=profile,
+            accel=accel,
+            qemu_bin_src=find_binary("qemu_bin_src" if src != default_bin else "qemu_bin", str(src)),
+            qemu_bin_dst=find_binary("qemu_bin_dst" if dst != default_bin else "qemu_bin", str(dst)),
+            strict=cls.strict_from(params, environ),
+        )

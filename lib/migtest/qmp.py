@@ -1,0 +1,113 @@
+"""A synchronous facade over the asynchronous ``qemu.qmp`` client.
+
+This is the only module that touches ``qemu.qmp`` or asyncio: the rest of the
+suite, and every test, is plain synchronous code.  Every call takes a
+timeout, because ``QMPClient`` itself has none and a hung QEMU must not hang
+the suite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Any, Dict, Mapping, Optional
+
+from qemu.qmp import ConnectError, ExecInterruptedError, ExecuteError, QMPClient
+from qemu.qmp import QMPError as _ClientError
+
+from .errors import QMPConnectionLost, QMPError, WaitTimeout
+
+Message = Dict[str, Any]
+
+_loop: Optional[asyncio.AbstractEventLoop] = None
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """The private event loop shared by every connection of this process."""
+    global _loop
+    if _loop is None or _loop.is_closed():
+        _loop = asyncio.new_event_loop()
+    return _loop
+
+
+class QMPConnection:
+    """One QMP session over an already connected socket.
+
+    :param sock: our end of a socket pair whose other end QEMU was given.
+    :param name: a short name for logs and errors (``src``, ``dst``).
+    """
+
+    def __init__(self, sock: socket.socket, name: str) -> None:
+        self._sock = sock
+        self.name = name
+        self._client = QMPClient(name)
+        self._log = logging.getLogger(f"migtest.qmp.{name}")
+
+    def _run(self, coro: Any, timeout: float, what: str) -> Any:
+        try:
+            return _event_loop().run_until_complete(asyncio.wait_for(coro, timeout))
+        except asyncio.TimeoutError:
+            raise WaitTimeout(what, timeout, "no answer from QEMU") from None
+
+    def connect(self, timeout: float) -> None:
+        """Read QEMU's greeting and negotiate capabilities.
+
+        :raise QMPConnectionLost: QEMU closed the socket (usually: it exited).
+        :raise WaitTimeout: no greeting within ``timeout`` seconds.
+        """
+        try:
+            self._run(self._client.connect(self._sock), timeout, f"the QMP greeting of {self.name}")
+        except ConnectError as exc:
+            raise QMPConnectionLost(f"{self.name}: QMP connection failed: {exc}") from exc
+
+    def execute(
+        self, command: str, arguments: Optional[Mapping[str, object]], timeout: float
+    ) -> Any:
+        """Run ``command`` and return its result.
+
+        :raise QMPError: QEMU answered with an error.
+        :raise QMPConnectionLost: the connection broke before the answer.
+        :raise WaitTimeout: no answer within ``timeout`` seconds.
+        """
+        self._log.debug("-> %s %s", command, dict(arguments or {}))
+        try:
+            result = self._run(
+                self._client.execute(command, arguments),
+                timeout,
+                f"the answer of {self.name} to '{command}'",
+            )
+        except ExecuteError as exc:
+            raise QMPError(self.name, command, exc.error_class, str(exc)) from exc
+        except (ExecInterruptedError, EOFError, OSError, _ClientError) as exc:
+            raise QMPConnectionLost(
+                f"{self.name}: connection lost during '{command}': {exc!r}"
+            ) from exc
+        self._log.debug("<- %s", result)
+        return result
+
+    def send_fd(self, fd: int) -> None:
+        """Pass ``fd`` to QEMU with SCM_RIGHTS, for a following ``getfd``."""
+        try:
+            self._client.send_fd_scm(fd)
+        except (_ClientError, OSError) as exc:
+            raise QMPConnectionLost(f"{self.name}: cannot send a file descriptor: {exc}") from exc
+
+    def next_event(self, timeout: float) -> Optional[Message]:
+        """Return the next event, or ``None`` if none comes within ``timeout``."""
+        try:
+            event = self._run(self._client.events.get(), timeout, "an event")
+        except WaitTimeout:
+            return None
+        return dict(event)
+
+    def close(self) -> None:
+        """Disconnect.  Safe to call twice, and after QEMU has gone."""
+        try:
+            self._run(self._client.disconnect(), 5.0, f"{self.name} to disconnect")
+        except (EOFError, OSError, _ClientError, WaitTimeout) as exc:
+            # A QEMU that exited (after 'quit', or killed) leaves the reader
+            # with EOF: expected, and nothing is left to clean up.
+            self._log.debug("disconnect: %r", exc)
+        finally:
+            self._sock.close()

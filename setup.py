@@ -1,0 +1,24 @@
+"""Install the migtest library and the committed guest binaries."""
+
+from setuptools import setup
+
+setup(
+    name="migtest",
+    version="0.1.0",
+    description="QEMU live migration tests on Avocado, for every architecture",
+    long_description=open("README.rst", encoding="utf-8").read(),
+    long_description_content_type="text/x-rst",
+    license="GPL-2.0-or-later",
+    python_requires=">=3.9",
+    package_dir={"migtest": "lib/migtest", "migtest_guests": "guests"},
+    packages=["migtest", "migtest_guests"],
+    package_data={
+        "migtest": ["py.typed"],
+        "migtest_guests": ["README", "*/guest.img", "*/guest.bin", "*/guest.elf"],
+    },
+    install_requires=[
+        "avocado-framework>=113,<114",
+        "avocado-framework-plugin-varianter-yaml-to-mux>=113,<114",
+        "qemu.qmp>=0.0.3",
+    ],
+)

@@ -1,0 +1,39 @@
+"""Precopy live migration, as QEMU's migration-test runs it."""
+
+from migtest.test import MigrationTest
+
+
+class Precopy(MigrationTest):
+    """Live precopy: the guest keeps dirtying memory while it is copied.
+
+    The migration is first kept from converging (1 ms downtime limit) until
+    RAM has been synced twice, proving pages dirtied during the copy are
+    sent again; then it may converge.  The destination starts paused, so
+    its RAM is compared byte for byte with the stopped source's.
+
+    :avocado: enable
+    :avocado: tags=migration,precopy,arch:x86_64
+    """
+
+    def live_precopy(self, transport: str) -> None:
+        pair = self.start_pair()
+        pair.prevent_convergence()
+        pair.migrate(transport)
+        pair.src.wait_for_dirty_sync(2)
+        pair.allow_convergence()
+        pair.wait_for_completion()
+        self.verify_migration()
+
+    def test_unix(self) -> None:
+        """Precopy over a unix socket.
+
+        :avocado: tags=unix
+        """
+        self.live_precopy("unix")
+
+    def test_tcp(self) -> None:
+        """Precopy over TCP on the loopback address.
+
+        :avocado: tags=tcp
+        """
+        self.live_precopy("tcp")
