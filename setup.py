@@ -21,4 +21,8 @@ setup(
         "avocado-framework-plugin-varianter-yaml-to-mux>=113,<114",
         "qemu.qmp>=0.0.3",
     ],
+    extras_require={
+        # What `make check` needs on top: tests, formatter/linter, type checker.
+        "dev": ["pytest>=7", "ruff>=0.5", "mypy>=1.8"],
+    },
 )

@@ -68,7 +68,7 @@ class ArchProfile:
         if self.guest_option == "-drive":
             boot = ["-drive", f"file={guest},format=raw,if=ide"]
         else:
-            boot = [self.guest_option, guest]
+            boot = [self.guest_option, str(guest)]
         cpu = self.cpus[accel]
         return [
             "-accel", accel,

@@ -25,8 +25,10 @@ _NONZERO = re.compile(rb"[^\x00]")
 
 
 def _describe(mismatches: List[Tuple[int, int, int]], total: str) -> str:
-    lines = [f"  0x{addr:x}: expected 0x{want:02x}, found 0x{got:02x}" for addr, want, got in mismatches]
-    return "\n".join(lines + [f"  ({total})"])
+    lines = [
+        f"  0x{addr:x}: expected 0x{want:02x}, found 0x{got:02x}" for addr, want, got in mismatches
+    ]
+    return "\n".join([*lines, f"  ({total})"])
 
 
 def check_counter_pattern(dump: bytes, base: int) -> None:

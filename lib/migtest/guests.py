@@ -19,10 +19,10 @@ def guest_path(arch: str, filename: str) -> Path:
     :raise Unavailable: the binary is not installed (a broken install).
     """
     try:
-        import migtest_guests
-    except ImportError:
+        folder = resources.files("migtest_guests")
+    except ModuleNotFoundError:
         raise Unavailable("the guest binaries (package migtest_guests) are not installed") from None
-    path = Path(str(resources.files(migtest_guests) / arch / filename))
+    path = Path(str(folder / arch / filename))
     if not path.is_file():
         raise Unavailable(f"no {arch} guest: {path} is missing")
     return path

@@ -202,11 +202,12 @@ class QEMUMachine:
 
     def wait_for_exit(self, timeout: float) -> int:
         """Wait until QEMU exits by itself; return its exit code."""
-        return wait_for(
-            lambda: (self.exitcode is not None, self.exitcode),
-            what=f"{self.name} QEMU to exit",
-            timeout=timeout,
-        )
+
+        def check() -> Tuple[bool, int]:
+            code = self.exitcode
+            return code is not None, -1 if code is None else code
+
+        return wait_for(check, what=f"{self.name} QEMU to exit", timeout=timeout)
 
     # -- monitor ------------------------------------------------------------
 

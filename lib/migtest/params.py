@@ -15,9 +15,8 @@ from .errors import ConfigError
 from .host import find_binary, resolve_accel
 
 #: Environment variables naming the QEMU binary, as QEMU's qtests read them.
+#: ``QTEST_QEMU_BINARY_SRC`` and ``_DST`` override it for one side.
 ENV_BINARY = "QTEST_QEMU_BINARY"
-ENV_BINARY_SRC = "QTEST_QEMU_BINARY_SRC"
-ENV_BINARY_DST = "QTEST_QEMU_BINARY_DST"
 #: Set to 1 to turn every CANCEL of the suite into a FAIL.
 ENV_STRICT = "MIGTEST_STRICT"
 
@@ -62,7 +61,9 @@ class SuiteParams:
         return parse_bool("strict", params.get("strict", default=environ.get(ENV_STRICT, "0")))
 
     @classmethod
-    def from_params(cls, params: ParamSource, environ: Mapping[str, str] = os.environ) -> SuiteParams:
+    def from_params(
+        cls, params: ParamSource, environ: Mapping[str, str] = os.environ
+    ) -> SuiteParams:
         """Read and check every parameter.
 
         :raise ConfigError: a parameter has an unusable value.
@@ -70,13 +71,23 @@ class SuiteParams:
         """
         profile = get_profile(str(params.get("arch", default="x86_64")))
         accel = resolve_accel(str(params.get("accel", default="auto")), profile)
-        default_bin = params.get("qemu_bin", default=environ.get(ENV_BINARY) or profile.binary)
-        src = params.get("qemu_bin_src", default=environ.get(ENV_BINARY_SRC) or default_bin)
-        dst = params.get("qemu_bin_dst", default=environ.get(ENV_BINARY_DST) or default_bin)
+        qemu_bin = str(params.get("qemu_bin", default=environ.get(ENV_BINARY) or profile.binary))
         return cls(
             profile=profile,
             accel=accel,
-            qemu_bin_src=find_binary("qemu_bin_src" if src != default_bin else "qemu_bin", str(src)),
-            qemu_bin_dst=find_binary("qemu_bin_dst" if dst != default_bin else "qemu_bin", str(dst)),
+            qemu_bin_src=_side_binary(params, environ, "src", qemu_bin),
+            qemu_bin_dst=_side_binary(params, environ, "dst", qemu_bin),
             strict=cls.strict_from(params, environ),
         )
+
+
+def _side_binary(params: ParamSource, environ: Mapping[str, str], side: str, qemu_bin: str) -> str:
+    """The binary of one side: ``qemu_bin_<side>`` if given, else ``qemu_bin``.
+
+    Different binaries per side test migration between QEMU versions.
+    """
+    parameter = f"qemu_bin_{side}"
+    value = params.get(parameter, default=environ.get(f"{ENV_BINARY}_{side.upper()}"))
+    if value:
+        return find_binary(parameter, str(value))
+    return find_binary("qemu_bin", qemu_bin)

@@ -7,6 +7,8 @@ so test methods only say what the scenario is.
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 from typing import NoReturn, Optional
 
@@ -44,7 +46,15 @@ class MigrationTest(Test):
     def tearDown(self) -> None:
         pair = getattr(self, "pair", None)
         if pair is not None:
-            pair.close()
+            try:
+                pair.close()
+            finally:
+                self._keep_logs()
+
+    def _keep_logs(self) -> None:
+        """Keep the consoles and QEMU's output with the results: workdir is removed."""
+        for log in Path(self.workdir).glob("*.log"):
+            shutil.copy(log, self.outputdir)
 
     def unavailable(self, reason: str) -> NoReturn:
         """End the test because something it needs is missing.
@@ -52,7 +62,7 @@ class MigrationTest(Test):
         A CANCEL, or a FAIL in strict mode, where nothing may be skipped.
         """
         if self._strict is None:
-            self._strict = SuiteParams.strict_from(self.params, __import__("os").environ)
+            self._strict = SuiteParams.strict_from(self.params, os.environ)
         if self._strict:
             self.fail(f"strict mode: {reason}")
         self.cancel(reason)

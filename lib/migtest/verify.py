@@ -54,11 +54,13 @@ def assert_memory_identical(pair: MigrationPair) -> None:
         compare_memory(source, destination, start, "source and destination RAM")
 
 
-def assert_guest_runs(machine: QEMUMachine, profile: ArchProfile) -> None:
+def assert_guest_runs(
+    machine: QEMUMachine, profile: ArchProfile, timeout: float = RUN_TIMEOUT
+) -> None:
     """The guest on ``machine`` makes progress: prints 'B' and counts on.
 
     :raise CheckFailure: no new 'B', or the first counter never changes,
-        within :data:`RUN_TIMEOUT`.
+        within ``timeout`` seconds each.
     """
     start = profile.test_range[0]
     printed = len(machine.console_text())
@@ -67,12 +69,12 @@ def assert_guest_runs(machine: QEMUMachine, profile: ArchProfile) -> None:
         wait_for(
             lambda: ("B" in machine.console_text()[printed:], machine.console_text()[-20:]),
             what=f"a new 'B' on the {machine.name} console",
-            timeout=RUN_TIMEOUT,
+            timeout=timeout,
         )
         wait_for(
             lambda: (machine.read_memory(start, 1) != first, first.hex()),
             what=f"the counter at 0x{start:x} on {machine.name} to change",
-            timeout=RUN_TIMEOUT,
+            timeout=timeout,
         )
     except WaitTimeout as exc:
         raise CheckFailure(f"the guest does not run on {machine.name}: {exc}") from exc

@@ -1,0 +1,58 @@
+# The two entry points of the suite (see README.rst):
+#   make run     the migration suite against the host's QEMU
+#   make check   our own tests, lint and type check, then the suite in strict mode
+# Both set up what they need and are safe to rerun.
+
+PYTHON  ?= python3
+VENV    ?= .venv
+ARCHES  ?= x86_64
+AVOCADO  = $(VENV)/bin/avocado
+# Extra arguments for `avocado run`, e.g. AVOCADO_ARGS="-p accel=tcg".
+AVOCADO_ARGS ?=
+SUITE    = $(AVOCADO) run --config avocado.conf tests/migration $(AVOCADO_ARGS)
+STAMP    = $(VENV)/.installed
+TOOLCHAINS = binutils-aarch64-linux-gnu binutils-s390x-linux-gnu binutils-powerpc64-linux-gnu
+
+.PHONY: run check selftests lint qemu toolchains guests venv clean
+
+run: venv qemu
+	$(SUITE)
+
+check: venv qemu toolchains selftests lint
+	MIGTEST_STRICT=1 $(SUITE)
+
+selftests: venv qemu
+	$(VENV)/bin/python -m pytest -q selftests
+
+lint: venv
+	$(VENV)/bin/ruff format --check lib tests selftests setup.py
+	$(VENV)/bin/ruff check lib tests selftests setup.py
+	$(VENV)/bin/mypy
+
+# The venv is rebuilt when the package's requirements change.
+venv: $(STAMP)
+$(STAMP): setup.py
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null && $(PYTHON) -m venv $(VENV); \
+	  else echo "error: cannot create a venv: as root, run apt-get install python3-venv" >&2; exit 1; fi; }
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+qemu:
+	@scripts/install-qemu $(ARCHES)
+
+# Cross binutils let the self-tests rebuild every guest; without them (and
+# without root to install them) those self-tests are skipped.
+toolchains:
+	@for p in $(TOOLCHAINS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "note: guest rebuild checks need:$$missing (apt-get install as root)"; fi; \
+	fi
+
+guests:
+	$(MAKE) -C guests
+
+clean:
+	rm -rf $(VENV) build *.egg-info

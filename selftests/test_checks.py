@@ -1,0 +1,93 @@
+"""The memory checks, on synthetic dumps: each must pass the good and fail the bad."""
+
+from __future__ import annotations
+
+import pytest
+
+from migtest.checks import PAGE_SIZE, check_counter_pattern, compare_memory
+from migtest.errors import CheckFailure
+
+BASE = 0x100000
+PAGES = 64
+
+
+def dump(counters: list[int]) -> bytearray:
+    """A test range whose pages hold ``counters`` and zeros elsewhere."""
+    data = bytearray(len(counters) * PAGE_SIZE)
+    data[::PAGE_SIZE] = bytes(counters)
+    return data
+
+
+def test_all_counters_equal_passes() -> None:
+    check_counter_pattern(bytes(dump([7] * PAGES)), BASE)
+
+
+def test_one_step_down_passes() -> None:
+    check_counter_pattern(bytes(dump([8] * 10 + [7] * (PAGES - 10))), BASE)
+
+
+def test_step_across_wraparound_passes() -> None:
+    check_counter_pattern(bytes(dump([0] * 10 + [255] * (PAGES - 10))), BASE)
+
+
+def test_two_steps_fail_naming_the_second() -> None:
+    counters = [9] * 10 + [8] * 10 + [7] * (PAGES - 20)
+    with pytest.raises(CheckFailure) as failure:
+        check_counter_pattern(bytes(dump(counters)), BASE)
+    assert f"0x{BASE + 20 * PAGE_SIZE:x}: expected 0x08, found 0x07" in str(failure.value)
+
+
+def test_step_up_fails() -> None:
+    counters = [7] * 10 + [8] * (PAGES - 10)
+    with pytest.raises(CheckFailure, match="out of sequence"):
+        check_counter_pattern(bytes(dump(counters)), BASE)
+
+
+def test_wrong_counter_byte_fails_naming_it() -> None:
+    counters = [5] * PAGES
+    counters[33] = 0x42
+    with pytest.raises(CheckFailure) as failure:
+        check_counter_pattern(bytes(dump(counters)), BASE)
+    assert f"0x{BASE + 33 * PAGE_SIZE:x}: expected 0x05, found 0x42" in str(failure.value)
+
+
+def test_stray_nonzero_byte_fails_naming_it() -> None:
+    data = dump([3] * PAGES)
+    data[5 * PAGE_SIZE + 100] = 0x80
+    with pytest.raises(CheckFailure) as failure:
+        check_counter_pattern(bytes(data), BASE)
+    message = str(failure.value)
+    assert "never writes" in message
+    assert f"0x{BASE + 5 * PAGE_SIZE + 100:x}: expected 0x00, found 0x80" in message
+
+
+def test_all_zeros_fails() -> None:
+    with pytest.raises(CheckFailure, match="never ran"):
+        check_counter_pattern(bytes(PAGES * PAGE_SIZE), BASE)
+
+
+def test_partial_page_is_refused() -> None:
+    with pytest.raises(CheckFailure, match="whole number of pages"):
+        check_counter_pattern(bytes(PAGE_SIZE + 1), BASE)
+
+
+def test_identical_memory_passes() -> None:
+    data = bytes(dump([1] * PAGES))
+    compare_memory(data, bytes(data), BASE, "two dumps")
+
+
+def test_flipped_bit_fails_naming_address_and_values() -> None:
+    good = dump([1] * PAGES)
+    bad = bytearray(good)
+    bad[3 * PAGE_SIZE + 17] ^= 0x10
+    with pytest.raises(CheckFailure) as failure:
+        compare_memory(bytes(good), bytes(bad), BASE, "source and destination RAM")
+    message = str(failure.value)
+    assert message.startswith("source and destination RAM differ")
+    assert f"0x{BASE + 3 * PAGE_SIZE + 17:x}: expected 0x00, found 0x10" in message
+    assert "1 pages differ" in message
+
+
+def test_different_sizes_fail() -> None:
+    with pytest.raises(CheckFailure, match="differ in size"):
+        compare_memory(bytes(PAGE_SIZE), bytes(2 * PAGE_SIZE), BASE, "dumps")

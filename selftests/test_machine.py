@@ -1,0 +1,130 @@
+"""QEMUMachine against a real QEMU (``-machine none`` starts in milliseconds)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from migtest.errors import LaunchError, QMPError, StateError, WaitTimeout
+from migtest.machine import QEMUMachine
+
+
+def machine(binary: str, workdir: Path, *args: str) -> QEMUMachine:
+    return QEMUMachine(binary, ["-machine", "none", *args], name="vm", workdir=workdir)
+
+
+def process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_launch_and_query(x86_binary: str, workdir: Path) -> None:
+    with machine(x86_binary, workdir) as vm:
+        vm.launch()
+        assert vm.is_running()
+        assert vm.cmd("query-status")["status"] in ("running", "prelaunch")
+
+
+def test_command_error_carries_class_and_description(x86_binary: str, workdir: Path) -> None:
+    with machine(x86_binary, workdir) as vm:
+        vm.launch()
+        with pytest.raises(QMPError) as error:
+            vm.cmd("no-such-command")
+        assert error.value.error_class == "CommandNotFound"
+        assert "no-such-command" in error.value.desc
+        assert error.value.command == "no-such-command"
+
+
+def test_python_argument_names_become_qmp_names(x86_binary: str, workdir: Path) -> None:
+    with machine(x86_binary, workdir) as vm:
+        vm.launch()
+        vm.cmd("migrate-set-parameters", downtime_limit=42)
+        assert vm.cmd("query-migrate-parameters")["downtime-limit"] == 42
+
+
+def test_event_wait_times_out_saying_what_it_waited_for(x86_binary: str, workdir: Path) -> None:
+    with machine(x86_binary, workdir) as vm:
+        vm.launch()
+        with pytest.raises(WaitTimeout) as timeout:
+            vm.wait_event("NEVER_SENT", timeout=0.2)
+        assert "event NEVER_SENT on vm" in str(timeout.value)
+        assert "0.2 s" in str(timeout.value)
+
+
+def test_event_is_received(x86_binary: str, workdir: Path) -> None:
+    with machine(x86_binary, workdir, "-S") as vm:
+        vm.launch()
+        vm.cmd("cont")
+        assert vm.wait_event("RESUME", timeout=10)["event"] == "RESUME"
+        assert [e["event"] for e in vm.events("RESUME")] == ["RESUME"]
+
+
+def test_launch_failure_shows_command_line_and_output(x86_binary: str, workdir: Path) -> None:
+    vm = machine(x86_binary, workdir, "-no-such-option")
+    with pytest.raises(LaunchError) as failure:
+        vm.launch()
+    message = str(failure.value)
+    assert "-no-such-option" in message  # in the command line, and in QEMU's complaint
+    assert "invalid option" in message
+    assert failure.value.exitcode == 1
+    assert not vm.is_running()
+    vm.shutdown()
+
+
+def test_missing_binary_is_a_launch_error(workdir: Path) -> None:
+    vm = machine("/nonexistent/qemu-system-x86_64", workdir)
+    with pytest.raises(LaunchError, match="No such file"):
+        vm.launch()
+
+
+def test_no_process_left_after_shutdown(x86_binary: str, workdir: Path) -> None:
+    vm = machine(x86_binary, workdir)
+    vm.launch()
+    pid = vm.pid
+    assert pid is not None and process_exists(pid)
+    vm.shutdown()
+    assert not process_exists(pid)
+    assert vm.exitcode == 0
+    vm.shutdown()  # idempotent
+
+
+def test_context_manager_kills_even_on_error(x86_binary: str, workdir: Path) -> None:
+    with pytest.raises(RuntimeError), machine(x86_binary, workdir) as vm:
+        vm.launch()
+        pid = vm.pid
+        raise RuntimeError("test body failed")
+    assert pid is not None and not process_exists(pid)
+
+
+def test_commands_after_shutdown_are_refused(x86_binary: str, workdir: Path) -> None:
+    vm = machine(x86_binary, workdir)
+    with pytest.raises(StateError):
+        vm.cmd("query-status")
+    vm.launch()
+    vm.shutdown()
+    with pytest.raises(StateError):
+        vm.cmd("query-status")
+
+
+def test_file_descriptor_is_passed(x86_binary: str, workdir: Path) -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs, machine(x86_binary, workdir) as vm:
+        vm.launch()
+        vm.cmd_with_fd(theirs.fileno(), "chan")
+        vm.cmd("closefd", fdname="chan")
+        with pytest.raises(QMPError, match="File descriptor named 'chan' not found"):
+            vm.cmd("closefd", fdname="chan")
+
+
+def test_console_and_output_files(x86_binary: str, workdir: Path) -> None:
+    with machine(x86_binary, workdir) as vm:
+        vm.launch()
+    assert vm.console_path.parent == workdir
+    assert vm.console_text() == ""
+    assert vm.output == ""

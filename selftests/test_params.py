@@ -1,0 +1,95 @@
+"""Parameters: every bad value is refused with its name and the accepted values."""
+
+from __future__ import annotations
+
+import os
+import platform
+import stat
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import pytest
+
+from migtest.arch import get_profile
+from migtest.errors import ConfigError, Unavailable
+from migtest.host import resolve_accel
+from migtest.params import SuiteParams
+
+
+class Params:
+    """A stand-in for Avocado's params: the same ``get``."""
+
+    def __init__(self, **values: Any) -> None:
+        self.values = values
+
+    def get(self, key: str, path: Optional[str] = None, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+
+def read(environ: Optional[Dict[str, str]] = None, **values: Any) -> SuiteParams:
+    return SuiteParams.from_params(Params(**values), environ or {"PATH": os.environ["PATH"]})
+
+
+def test_defaults(x86_binary: str) -> None:
+    params = read()
+    assert params.profile.name == "x86_64"
+    assert params.accel in ("tcg", "kvm")
+    assert params.qemu_bin_src == params.qemu_bin_dst == x86_binary
+    assert params.strict is False
+
+
+def test_unknown_arch_names_parameter_and_choices() -> None:
+    with pytest.raises(ConfigError) as error:
+        read(arch="vax")
+    assert error.value.parameter == "arch"
+    assert "'vax'" in str(error.value) and "x86_64" in str(error.value)
+
+
+def test_unknown_accel_names_parameter_and_choices() -> None:
+    with pytest.raises(ConfigError, match=r"'accel'.*auto, tcg, kvm"):
+        read(accel="hvf")
+
+
+def test_missing_binary_is_unavailable() -> None:
+    with pytest.raises(Unavailable, match="qemu_bin=/nonexistent/qemu"):
+        read(qemu_bin="/nonexistent/qemu")
+
+
+def test_one_side_binary_overrides(x86_binary: str) -> None:
+    with pytest.raises(Unavailable, match="qemu_bin_dst=/old/qemu"):
+        read(qemu_bin_dst="/old/qemu")
+    params = read(qemu_bin_src=x86_binary)
+    assert params.qemu_bin_src == x86_binary
+    assert params.qemu_bin_dst == x86_binary
+
+
+def test_environment_names_the_binary(x86_binary: str) -> None:
+    environ = {"PATH": os.environ["PATH"], "QTEST_QEMU_BINARY": x86_binary}
+    assert read(environ).qemu_bin_src == x86_binary
+    environ["QTEST_QEMU_BINARY_DST"] = "/nonexistent/dst"
+    with pytest.raises(Unavailable, match="qemu_bin_dst"):
+        read(environ)
+
+
+def test_non_executable_binary_is_a_config_error(tmp_path: Path) -> None:
+    fake = tmp_path / "qemu-system-x86_64"
+    fake.write_text("not a program")
+    fake.chmod(stat.S_IRUSR)
+    with pytest.raises(ConfigError, match=r"'qemu_bin'.*executable"):
+        read(qemu_bin=str(fake))
+
+
+def test_kvm_for_a_foreign_guest_is_unavailable() -> None:
+    foreign = "aarch64" if platform.machine() != "aarch64" else "x86_64"
+    profile = get_profile("x86_64")
+    profile = type(profile)(**{**profile.__dict__, "kvm_hosts": (foreign,)})
+    with pytest.raises(Unavailable, match="KVM cannot run"):
+        resolve_accel("kvm", profile)
+    assert resolve_accel("auto", profile) == "tcg"
+
+
+def test_strict_mode_from_parameter_or_environment() -> None:
+    assert SuiteParams.strict_from(Params(strict="yes"), {}) is True
+    assert SuiteParams.strict_from(Params(), {"MIGTEST_STRICT": "1"}) is True
+    with pytest.raises(ConfigError, match="'strict'"):
+        SuiteParams.strict_from(Params(strict="maybe"), {})

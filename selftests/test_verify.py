@@ -1,0 +1,89 @@
+"""The verification of a migrated guest, against real QEMU: it passes a good
+migration and fails each kind of bad outcome it is meant to catch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from migtest.errors import CheckFailure, MigtestError
+from migtest.pair import MigrationPair
+from migtest.params import SuiteParams
+from migtest.verify import (
+    assert_guest_memory,
+    assert_guest_runs,
+    assert_memory_frozen,
+    assert_memory_identical,
+    verify_migration,
+)
+
+
+@pytest.fixture
+def pair(tcg_params: SuiteParams, workdir: Path) -> Iterator[MigrationPair]:
+    with MigrationPair(tcg_params, workdir) as pair:
+        pair.start()
+        yield pair
+
+
+def migrate_stopped(pair: MigrationPair) -> None:
+    """Non-live: the fastest complete migration."""
+    pair.src.machine.cmd("stop")
+    pair.allow_convergence()
+    pair.migrate("unix")
+    pair.wait_for_completion()
+
+
+def test_good_migration_passes(pair: MigrationPair) -> None:
+    migrate_stopped(pair)
+    verify_migration(pair)
+
+
+def test_live_tcp_migration_passes(pair: MigrationPair) -> None:
+    pair.prevent_convergence()
+    pair.migrate("tcp")
+    pair.src.wait_for_dirty_sync(2)
+    pair.allow_convergence()
+    pair.wait_for_completion()
+    verify_migration(pair)
+
+
+def test_destination_that_ran_on_differs_from_source(pair: MigrationPair) -> None:
+    migrate_stopped(pair)
+    dst = pair.dst.machine
+    dst.cmd("cont")
+    assert_guest_runs(dst, pair.profile)
+    dst.cmd("stop")
+    with pytest.raises(CheckFailure, match="source and destination RAM differ"):
+        assert_memory_identical(pair)
+
+
+def test_destination_that_never_received_memory_fails(pair: MigrationPair) -> None:
+    with pytest.raises(CheckFailure, match="never ran"):
+        assert_guest_memory(pair.dst.machine, pair.profile)
+
+
+def test_paused_guest_is_not_running(pair: MigrationPair) -> None:
+    pair.src.machine.cmd("stop")
+    with pytest.raises(CheckFailure, match="does not run on src"):
+        assert_guest_runs(pair.src.machine, pair.profile, timeout=0.5)
+
+
+def test_running_guest_is_not_frozen(pair: MigrationPair) -> None:
+    with pytest.raises(CheckFailure, match="two dumps of stopped src differ"):
+        assert_memory_frozen(pair.src.machine, pair.profile)
+
+
+def test_comparison_refuses_a_running_side(pair: MigrationPair) -> None:
+    with pytest.raises(CheckFailure, match="src runs"):
+        assert_memory_identical(pair)
+
+
+def test_dead_destination_fails_the_migration(pair: MigrationPair) -> None:
+    pair.prevent_convergence()
+    pair.migrate("unix")
+    pair.dst.machine.kill()
+    with pytest.raises(MigtestError, match="reached 'failed'"):
+        pair.src.wait_for_status("completed", fail_on=("failed",))
+    assert_guest_runs(pair.src.machine, pair.profile)
