@@ -22,7 +22,8 @@ setup(
         "qemu.qmp>=0.0.3",
     ],
     extras_require={
-        # What `make check` needs on top: tests, formatter/linter, type checker.
-        "dev": ["pytest>=7", "ruff>=0.5", "mypy>=1.8"],
+        # What `make check` needs on top: tests, formatter/linter, type checker,
+        # and what the packaging self-test builds a plain install with.
+        "dev": ["pytest>=7", "ruff>=0.5", "mypy>=1.8", "setuptools", "wheel"],
     },
 )

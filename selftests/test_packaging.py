@@ -1,0 +1,52 @@
+"""The package as users get it: Avocado finds every test, and a plain
+install finds the guest binaries."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT
+
+#: Every migration test.  Avocado finds tests statically and silently finds
+#: none when an import breaks, so this list is checked exactly.
+EXPECTED_TESTS = {
+    "tests/migration/precopy.py:Precopy.test_unix",
+    "tests/migration/precopy.py:Precopy.test_tcp",
+}
+
+
+def test_avocado_lists_every_migration_test() -> None:
+    avocado = Path(sys.executable).parent / "avocado"
+    listing = subprocess.run(
+        [str(avocado), "list", "tests/migration"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    found = {line.split()[1] for line in listing.splitlines() if line.startswith("avocado-")}
+    assert found == EXPECTED_TESTS
+
+
+def test_plain_install_finds_guest_binaries(tmp_path: Path) -> None:
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(ROOT)],
+        check=True,
+        timeout=300,
+    )  # fmt: skip
+    probe = "from migtest.arch import PROFILES; print(*(p.guest_file() for p in PROFILES.values()))"
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    paths = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True,
+        check=True, timeout=60,
+    ).stdout.split()  # fmt: skip
+    assert paths
+    for path in paths:
+        assert Path(path).is_file()
+        assert Path(path).is_relative_to(target), f"{path} is not the installed copy"
