@@ -5,11 +5,16 @@
 
 PYTHON  ?= python3
 VENV    ?= .venv
-ARCHES  ?= x86_64
+ARCHES  ?= x86_64 aarch64 s390x ppc64
 AVOCADO  = $(VENV)/bin/avocado
-# Extra arguments for `avocado run`, e.g. AVOCADO_ARGS="-p accel=tcg".
+# The matrix: every architecture, under TCG, and under KVM where this host
+# has a usable /dev/kvm and a variants file saying which guests KVM runs.
+VARIANTS_DIR = tests/migration/variants
+ACCEL_FILE  := $(if $(shell test -r /dev/kvm -a -w /dev/kvm && echo kvm),$(wildcard $(VARIANTS_DIR)/accel-$(shell uname -m).yaml))
+VARIANTS    ?= $(VARIANTS_DIR)/arch.yaml $(or $(ACCEL_FILE),$(VARIANTS_DIR)/accel-tcg.yaml)
+# Extra arguments for `avocado run`, e.g. AVOCADO_ARGS="--mux-filter-only /run/arch/s390x".
 AVOCADO_ARGS ?=
-SUITE    = $(AVOCADO) run --config avocado.conf tests/migration $(AVOCADO_ARGS)
+SUITE    = $(AVOCADO) --config avocado.conf run tests/migration $(AVOCADO_ARGS) -m $(VARIANTS)
 STAMP    = $(VENV)/.installed
 TOOLCHAINS = binutils-aarch64-linux-gnu binutils-s390x-linux-gnu binutils-powerpc64-linux-gnu
 

@@ -14,6 +14,8 @@ from .errors import ConfigError
 from .guests import guest_path
 
 MiB = 1 << 20
+#: Where RAM starts on aarch64's virt machine.
+AARCH64_RAM = 0x40000000
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,47 @@ PROFILES: Dict[str, ArchProfile] = {
             # '-cpu host' aborts under some software KVMs; this works on both.
             cpus={"tcg": None, "kvm": "max,-arch-capabilities"},
             kvm_hosts=("x86_64",),
+        ),
+        ArchProfile(
+            name="aarch64",
+            # The default CPU is 32-bit; gic-version=max works for TCG and KVM.
+            machine="virt,gic-version=max",
+            memory_mib=150,
+            ram_ranges=((AARCH64_RAM, AARCH64_RAM + 150 * MiB),),
+            guest="guest.bin",
+            guest_option="-kernel",
+            test_range=(AARCH64_RAM + 1 * MiB, AARCH64_RAM + 100 * MiB),
+            cpus={"tcg": "max", "kvm": "host"},
+            kvm_hosts=("aarch64",),
+        ),
+        ArchProfile(
+            name="s390x",
+            machine="s390-ccw-virtio",
+            memory_mib=128,
+            ram_ranges=((0, 128 * MiB),),
+            guest="guest.elf",
+            guest_option="-bios",
+            test_range=(1 * MiB, 100 * MiB),
+            cpus={"tcg": None, "kvm": None},
+            kvm_hosts=("s390x",),
+        ),
+        ArchProfile(
+            name="ppc64",
+            # The cap-* options silence TCG's warnings about speculation
+            # mitigations it cannot emulate.  VOF boots a small ELF in ~60 ms
+            # (SLOF takes seconds), and its default kernel address, 4 MiB,
+            # is inside the test range.
+            machine=(
+                "pseries,cap-cfpc=broken,cap-sbbc=broken,cap-ibs=broken,"
+                "cap-ccf-assist=off,x-vof=on,kernel-addr=0x7000000"
+            ),
+            memory_mib=256,
+            ram_ranges=((0, 256 * MiB),),
+            guest="guest.elf",
+            guest_option="-kernel",
+            test_range=(1 * MiB, 100 * MiB),
+            cpus={"tcg": None, "kvm": None},
+            kvm_hosts=("ppc64", "ppc64le"),
         ),
     )
 }
