@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import stat
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -93,3 +94,16 @@ def test_strict_mode_from_parameter_or_environment() -> None:
     assert SuiteParams.strict_from(Params(), {"MIGTEST_STRICT": "1"}) is True
     with pytest.raises(ConfigError, match="'strict'"):
         SuiteParams.strict_from(Params(strict="maybe"), {})
+
+
+def test_binary_that_is_not_qemu_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"'qemu_bin'.*QEMU system emulator"):
+        read(qemu_bin="/bin/true")
+
+
+def test_binary_of_another_arch_lacks_the_machine_type() -> None:
+    other = shutil.which("qemu-system-s390x")
+    if other is None:
+        pytest.skip("qemu-system-s390x is not installed")
+    with pytest.raises(Unavailable, match="no machine type 'pc'"):
+        read(qemu_bin=other, accel="tcg")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import shutil
-from typing import Optional
+import subprocess
+from typing import FrozenSet, Optional
 
 from .arch import ArchProfile
 from .errors import ConfigError, Unavailable
@@ -65,3 +67,46 @@ def find_binary(parameter: str, value: str) -> str:
     if os.path.isdir(path) or not os.access(path, os.X_OK):
         raise ConfigError(parameter, value, "an executable QEMU system emulator")
     return os.path.abspath(path) if os.sep in path else path
+
+
+#: Seconds a QEMU binary gets to list its machines or accelerators.
+PROBE_TIMEOUT = 30.0
+
+
+@functools.cache
+def _listed(binary: str, option: str, header: str) -> Optional[FrozenSet[str]]:
+    """The names ``binary <option> help`` lists, or ``None`` if it is not QEMU."""
+    try:
+        result = subprocess.run(
+            [binary, option, "help"],
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = result.stdout.splitlines()
+    if result.returncode != 0 or not lines or not lines[0].startswith(header):
+        return None
+    return frozenset(line.split()[0] for line in lines[1:] if line.strip())
+
+
+def check_binary(parameter: str, binary: str, profile: ArchProfile, accel: str) -> None:
+    """Make sure ``binary`` is a QEMU that can run ``profile`` with ``accel``.
+
+    Asking QEMU costs ~30 ms and turns what would be an obscure launch
+    failure into a clear verdict.
+
+    :raise ConfigError: ``binary`` is not a QEMU system emulator.
+    :raise Unavailable: it lacks the machine type or the accelerator.
+    """
+    machines = _listed(binary, "-machine", "Supported machines are:")
+    if machines is None:
+        raise ConfigError(parameter, binary, f"a QEMU system emulator such as {profile.binary}")
+    machine_type = profile.machine.split(",")[0]
+    if machine_type not in machines:
+        raise Unavailable(f"{binary} has no machine type '{machine_type}' for {profile.name}")
+    accels = _listed(binary, "-accel", "Accelerators supported") or frozenset()
+    if accel not in accels:
+        raise Unavailable(f"{binary} lacks the {accel} accelerator (it has: {', '.join(accels)})")

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional, Protocol
 
 from .arch import ArchProfile, get_profile
 from .errors import ConfigError
-from .host import find_binary, resolve_accel
+from .host import check_binary, find_binary, resolve_accel
 
 #: Environment variables naming the QEMU binary, as QEMU's qtests read them.
 #: ``QTEST_QEMU_BINARY_SRC`` and ``_DST`` override it for one side.
@@ -75,19 +75,28 @@ class SuiteParams:
         return cls(
             profile=profile,
             accel=accel,
-            qemu_bin_src=_side_binary(params, environ, "src", qemu_bin),
-            qemu_bin_dst=_side_binary(params, environ, "dst", qemu_bin),
+            qemu_bin_src=_side_binary(params, environ, "src", qemu_bin, profile, accel),
+            qemu_bin_dst=_side_binary(params, environ, "dst", qemu_bin, profile, accel),
             strict=cls.strict_from(params, environ),
         )
 
 
-def _side_binary(params: ParamSource, environ: Mapping[str, str], side: str, qemu_bin: str) -> str:
+def _side_binary(
+    params: ParamSource,
+    environ: Mapping[str, str],
+    side: str,
+    qemu_bin: str,
+    profile: ArchProfile,
+    accel: str,
+) -> str:
     """The binary of one side: ``qemu_bin_<side>`` if given, else ``qemu_bin``.
 
     Different binaries per side test migration between QEMU versions.
     """
     parameter = f"qemu_bin_{side}"
     value = params.get(parameter, default=environ.get(f"{ENV_BINARY}_{side.upper()}"))
-    if value:
-        return find_binary(parameter, str(value))
-    return find_binary("qemu_bin", qemu_bin)
+    if not value:
+        parameter, value = "qemu_bin", qemu_bin
+    binary = find_binary(parameter, str(value))
+    check_binary(parameter, binary, profile, accel)
+    return binary

@@ -1,0 +1,45 @@
+"""Nothing hidden: a missing binary CANCELs, and in strict mode is an ERROR."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict
+
+from conftest import ROOT
+
+TEST = "tests/migration/precopy.py:Precopy.test_unix"
+
+
+def run_avocado(results: Path, *args: str, strict: bool) -> Dict[str, Any]:
+    avocado = Path(sys.executable).parent / "avocado"
+    env = {**os.environ, "MIGTEST_STRICT": "1" if strict else "0"}
+    completed = subprocess.run(
+        [str(avocado), "--config", "avocado.conf", "run", "--job-results-dir", str(results),
+         "--disable-sysinfo", TEST, *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    (job,) = results.glob("job-*")
+    result: Dict[str, Any] = json.loads((job / "results.json").read_text())
+    result["exit_code"] = completed.returncode
+    return result
+
+
+def test_missing_binary_cancels_with_its_name(tmp_path: Path) -> None:
+    result = run_avocado(tmp_path, "-p", "qemu_bin=/nonexistent/qemu", strict=False)
+    (test,) = result["tests"]
+    assert test["status"] == "CANCEL"
+    assert "/nonexistent/qemu" in test["fail_reason"]
+    assert result["exit_code"] == 0
+
+
+def test_strict_mode_turns_the_cancel_into_an_error(tmp_path: Path) -> None:
+    result = run_avocado(tmp_path, "-p", "qemu_bin=/nonexistent/qemu", strict=True)
+    (test,) = result["tests"]
+    assert test["status"] == "ERROR"
+    assert "strict mode" in test["fail_reason"]
+    assert "/nonexistent/qemu" in test["fail_reason"]
+    assert result["exit_code"] != 0
