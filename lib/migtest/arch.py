@@ -60,10 +60,13 @@ class ArchProfile:
         """The committed guest binary for this architecture."""
         return guest_path(self.name, self.guest)
 
-    def qemu_args(self, accel: str, guest: Path) -> List[str]:
+    def qemu_args(self, accel: str, guest: Path, shared_memory: Optional[Path] = None) -> List[str]:
         """The arguments that boot ``guest`` (a copy of :meth:`guest_file`) with ``accel``.
 
         QEMU locks a disk image for writing, so each pair boots its own copy.
+
+        :param shared_memory: back guest RAM with this file, mapped shared,
+            so that another QEMU can map the same RAM.
         """
         if accel not in self.cpus:
             raise ConfigError("accel", accel, f"one of {', '.join(self.cpus)} for {self.name}")
@@ -72,9 +75,18 @@ class ArchProfile:
         else:
             boot = [self.guest_option, str(guest)]
         cpu = self.cpus[accel]
+        machine, memory = self.machine, []
+        if shared_memory is not None:
+            machine += ",memory-backend=ram"
+            memory = [
+                "-object",
+                f"memory-backend-file,id=ram,size={self.memory_mib}M,"
+                f"mem-path={shared_memory},share=on",
+            ]
         return [
             "-accel", accel,
-            "-machine", self.machine,
+            "-machine", machine,
+            *memory,
             *(["-cpu", cpu] if cpu else []),
             "-m", f"{self.memory_mib}M",
             *boot,

@@ -12,7 +12,7 @@ addresses with what was expected and what was found.
 from __future__ import annotations
 
 import re
-from typing import List, Tuple
+from typing import Collection, List, Sequence, Tuple
 
 from .errors import CheckFailure
 
@@ -111,3 +111,26 @@ def compare_memory(expected: bytes, found: bytes, base: int, what: str) -> None:
         f"{what} differ:\n"
         + _describe(bad, f"first {len(bad)} shown; {differing_pages} pages differ")
     )
+
+
+def check_statuses_after(
+    history: Sequence[str], mark: str, forbidden: Collection[str], final: str = "completed"
+) -> None:
+    """Check the statuses a migration went through once it reached ``mark``.
+
+    :param history: the statuses in order, as MIGRATION events announced them.
+    :param forbidden: statuses that must not come between ``mark`` and the end.
+    :param final: the status the migration must end in, and only end in.
+    :raise CheckFailure: ``mark`` never came, a forbidden status (or
+        ``final``) came after it before the end, or the end is not ``final``.
+    """
+    if mark not in history:
+        raise CheckFailure(f"the migration never reached '{mark}': {list(history)}")
+    after = list(history[history.index(mark) :])
+    wrong = [status for status in after[:-1] if status in {*forbidden, final}]
+    if wrong or after[-1] != final:
+        raise CheckFailure(
+            f"after '{mark}' the migration must not pass through "
+            f"{', '.join(sorted({*forbidden, final}))} before ending '{final}', "
+            f"but went {' -> '.join(after)}"
+        )

@@ -94,12 +94,23 @@ class QMPConnection:
             raise QMPConnectionLost(f"{self.name}: cannot send a file descriptor: {exc}") from exc
 
     def next_event(self, timeout: float) -> Optional[Message]:
-        """Return the next event, or ``None`` if none comes within ``timeout``."""
+        """Return the next event, or ``None`` if none comes within ``timeout``.
+
+        With ``timeout`` 0, returns an event QEMU has already sent, if any.
+        """
+        listener = self._client.events
+        if listener.empty():
+            # One turn of the loop lets the reader take in what QEMU sent.
+            self._run(asyncio.sleep(0), 1.0, "the event loop")
+        if listener.empty() and timeout <= 0:
+            return None
         try:
-            event = self._run(self._client.events.get(), timeout, "an event")
+            # asyncio.wait_for gives up at once with a timeout of 0, even
+            # for a ready queue: allow a moment when an event is waiting.
+            wait = timeout if listener.empty() else max(timeout, 1.0)
+            return dict(self._run(listener.get(), wait, "an event"))
         except WaitTimeout:
             return None
-        return dict(event)
 
     def close(self) -> None:
         """Disconnect.  Safe to call twice, and after QEMU has gone."""

@@ -10,14 +10,16 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import Any, Collection, List, NoReturn, Optional
 
 from avocado import Test
 
-from .errors import Unavailable
+from .endpoint import Endpoint
+from .errors import QMPError, Unavailable
+from .machine import QEMUMachine
 from .pair import MigrationPair
 from .params import SuiteParams
-from .verify import verify_migration
+from .verify import assert_command_fails, assert_statuses_after, verify_migration
 
 
 class MigrationTest(Test):
@@ -37,6 +39,7 @@ class MigrationTest(Test):
 
     def setUp(self) -> None:
         self._strict: Optional[bool] = None
+        self._lone_machines: List[QEMUMachine] = []
         try:
             self.suite = SuiteParams.from_params(self.params)
         except Unavailable as exc:
@@ -44,10 +47,14 @@ class MigrationTest(Test):
         self.pair = MigrationPair(self.suite, Path(self.workdir))
 
     def tearDown(self) -> None:
-        pair = getattr(self, "pair", None)
-        if pair is not None:
+        try:
+            for machine in getattr(self, "_lone_machines", []):
+                machine.shutdown()
+        finally:
+            pair = getattr(self, "pair", None)
             try:
-                pair.close()
+                if pair is not None:
+                    pair.close()
             finally:
                 self._keep_logs()
 
@@ -82,6 +89,46 @@ class MigrationTest(Test):
         except Unavailable as exc:
             self.unavailable(str(exc))
 
+    def enable_postcopy(self, **more_capabilities: bool) -> None:
+        """Enable postcopy on both sides, or cancel saying why it cannot work.
+
+        QEMU checks userfaultfd when the destination's capability is set,
+        which makes its answer the most reliable test of host support.
+        """
+        capabilities = {"postcopy_ram": True, **more_capabilities}
+        self.require_capabilities(*capabilities)
+        try:
+            self.pair.dst.set_capabilities(**capabilities)
+        except QMPError as exc:
+            self.unavailable(f"postcopy cannot work on this host: {exc.desc}")
+        self.pair.src.set_capabilities(**capabilities)
+
+    def launch_machine(self, *args: str) -> QEMUMachine:
+        """Start a lone QEMU (the source binary) with ``args``; shut down in tearDown."""
+        machine = QEMUMachine(
+            self.suite.qemu_bin_src, list(args), name="vm", workdir=Path(self.workdir)
+        )
+        self._lone_machines.append(machine)
+        machine.launch()
+        return machine
+
+    def require_commands(self, machine: QEMUMachine, *names: str) -> None:
+        """Cancel unless ``machine``'s QEMU has the QMP commands ``names``."""
+        known = {c["name"] for c in machine.cmd("query-commands")}
+        missing = sorted(set(names) - known)
+        if missing:
+            self.unavailable(f"{machine.binary} lacks the QMP commands: {', '.join(missing)}")
+
     def verify_migration(self) -> None:
         """Apply every check a successful migration must pass."""
         verify_migration(self.pair)
+
+    def assert_statuses_after(self, side: Endpoint, mark: str, forbidden: Collection[str]) -> None:
+        """Once at ``mark``, ``side`` never went through ``forbidden`` and completed."""
+        assert_statuses_after(side, mark, forbidden)
+
+    def assert_qmp_error(
+        self, machine: QEMUMachine, message: str, command: str, **arguments: Any
+    ) -> QMPError:
+        """``command`` must fail with an error whose description contains ``message``."""
+        return assert_command_fails(machine, message, command, **arguments)

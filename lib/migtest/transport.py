@@ -1,36 +1,44 @@
 """How the migration stream travels from source to destination.
 
-A transport first makes the destination listen, then tells the source
-where to connect.  The two steps are separate because some transports
-only know the source's URI once the destination listens (tcp port 0).
+A transport first gives the destination a URI to listen on, then, once it
+listens, gives the source a URI to send to.  The two steps are separate
+because the second can depend on the first (tcp port 0: the destination
+says which port it got).
 """
 
 from __future__ import annotations
 
 import abc
-from pathlib import Path
-from typing import Dict, Type
+import socket
+from typing import Dict, List, Type
 
 from .endpoint import Endpoint
 from .errors import ConfigError, MigtestError
 
 
 class Transport(abc.ABC):
-    """A way to carry the migration stream."""
+    """A way to carry the migration stream.
+
+    :param channel: a name that tells this channel from others of the same
+        pair (postcopy recovery needs a new one).
+    """
 
     #: The name tests and parameters use.
     name = ""
 
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
+    def __init__(self, channel: str = "migration") -> None:
+        self.channel = channel
 
     @abc.abstractmethod
-    def listen(self, dst: Endpoint) -> None:
-        """Make ``dst`` wait for an incoming migration."""
+    def incoming_uri(self, dst: Endpoint) -> str:
+        """The URI for ``migrate-incoming`` or ``migrate-recover`` on ``dst``."""
 
     @abc.abstractmethod
-    def source_uri(self, dst: Endpoint) -> str:
-        """The URI the source migrates to, once ``dst`` listens."""
+    def outgoing_uri(self, src: Endpoint, dst: Endpoint) -> str:
+        """The URI for ``migrate`` on ``src``, once ``dst`` listens."""
+
+    def close(self) -> None:  # noqa: B027 - most transports hold nothing
+        """Release what the transport holds; idempotent."""
 
 
 class UnixTransport(Transport):
@@ -41,13 +49,12 @@ class UnixTransport(Transport):
     """
 
     name = "unix"
-    socket_name = "migration.sock"
 
-    def listen(self, dst: Endpoint) -> None:
-        dst.machine.cmd("migrate-incoming", uri=f"unix:{self.socket_name}")
+    def incoming_uri(self, dst: Endpoint) -> str:
+        return f"unix:{self.channel}.sock"
 
-    def source_uri(self, dst: Endpoint) -> str:
-        return f"unix:{self.socket_name}"
+    def outgoing_uri(self, src: Endpoint, dst: Endpoint) -> str:
+        return f"unix:{self.channel}.sock"
 
 
 class TcpTransport(Transport):
@@ -55,27 +62,54 @@ class TcpTransport(Transport):
 
     name = "tcp"
 
-    def listen(self, dst: Endpoint) -> None:
-        dst.machine.cmd("migrate-incoming", uri="tcp:127.0.0.1:0")
+    def incoming_uri(self, dst: Endpoint) -> str:
+        # Port 0 lets the kernel pick a free port, so parallel tests never collide.
+        return "tcp:127.0.0.1:0"
 
-    def source_uri(self, dst: Endpoint) -> str:
-        # Port 0 lets the kernel pick a free port, so parallel tests never
-        # collide; the destination reports the real one.
+    def outgoing_uri(self, src: Endpoint, dst: Endpoint) -> str:
         for address in dst.info().get("socket-address", []):
             if address.get("type") == "inet" and address.get("port") not in (None, "0"):
                 return f"tcp:{address['host']}:{address['port']}"
         raise MigtestError(f"{dst.name} did not report its listening tcp port: {dst.info()}")
 
 
-TRANSPORTS: Dict[str, Type[Transport]] = {t.name: t for t in (UnixTransport, TcpTransport)}
+class FdTransport(Transport):
+    """A socket pair, one end handed to each QEMU over QMP (``getfd``)."""
+
+    name = "fd"
+
+    def __init__(self, channel: str = "migration") -> None:
+        super().__init__(channel)
+        self._sockets: List[socket.socket] = []
+
+    def _hand_over(self, side: Endpoint, end: socket.socket) -> str:
+        side.machine.cmd_with_fd(end.fileno(), self.channel)
+        end.close()  # QEMU holds its own copy now
+        return f"fd:{self.channel}"
+
+    def incoming_uri(self, dst: Endpoint) -> str:
+        self._sockets = list(socket.socketpair())
+        return self._hand_over(dst, self._sockets[1])
+
+    def outgoing_uri(self, src: Endpoint, dst: Endpoint) -> str:
+        return self._hand_over(src, self._sockets[0])
+
+    def close(self) -> None:
+        for end in self._sockets:
+            end.close()
 
 
-def make_transport(name: str, workdir: Path) -> Transport:
+TRANSPORTS: Dict[str, Type[Transport]] = {
+    t.name: t for t in (UnixTransport, TcpTransport, FdTransport)
+}
+
+
+def make_transport(name: str, channel: str = "migration") -> Transport:
     """The transport called ``name``.
 
     :raise ConfigError: no such transport.
     """
     try:
-        return TRANSPORTS[name](workdir)
+        return TRANSPORTS[name](channel)
     except KeyError:
         raise ConfigError("transport", name, f"one of {', '.join(TRANSPORTS)}") from None

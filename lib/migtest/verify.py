@@ -8,10 +8,12 @@ wrong; a wait that expires while checking is a failure of the check too.
 from __future__ import annotations
 
 import logging
+from typing import Any, Collection
 
 from .arch import ArchProfile
-from .checks import check_counter_pattern, compare_memory
-from .errors import CheckFailure, WaitTimeout
+from .checks import check_counter_pattern, check_statuses_after, compare_memory
+from .endpoint import Endpoint
+from .errors import CheckFailure, QMPError, WaitTimeout
 from .machine import QEMUMachine
 from .pair import MigrationPair
 from .wait import wait_for
@@ -89,6 +91,27 @@ def assert_memory_frozen(machine: QEMUMachine, profile: ArchProfile) -> None:
     first = read_test_range(machine, profile)
     second = read_test_range(machine, profile)
     compare_memory(first, second, profile.test_range[0], f"two dumps of stopped {machine.name}")
+
+
+def assert_statuses_after(side: Endpoint, mark: str, forbidden: Collection[str]) -> None:
+    """Once at ``mark``, ``side`` never went through ``forbidden`` and completed."""
+    try:
+        check_statuses_after(side.status_history(), mark, forbidden)
+    except CheckFailure as exc:
+        raise CheckFailure(f"{side.name}: {exc}") from None
+
+
+def assert_command_fails(
+    machine: QEMUMachine, message: str, command: str, **arguments: Any
+) -> QMPError:
+    """``command`` must fail on ``machine`` with an error containing ``message``."""
+    try:
+        machine.cmd(command, **arguments)
+    except QMPError as exc:
+        if message not in exc.desc:
+            raise CheckFailure(f"'{command}' failed with {exc.desc!r}, not {message!r}") from exc
+        return exc
+    raise CheckFailure(f"'{command}' {arguments} succeeded on {machine.name}; expected: {message}")
 
 
 def verify_migration(pair: MigrationPair) -> None:

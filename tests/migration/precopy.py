@@ -1,4 +1,4 @@
-"""Precopy live migration, as QEMU's migration-test runs it."""
+"""Precopy live migration over each transport, as QEMU's migration-test runs it."""
 
 from migtest.test import MigrationTest
 
@@ -8,7 +8,7 @@ class Precopy(MigrationTest):
 
     The migration is first kept from converging (1 ms downtime limit) until
     RAM has been synced twice, proving pages dirtied during the copy are
-    sent again; then it may converge.  The destination starts paused, so
+    found again; then it may converge.  The destination starts paused, so
     its RAM is compared byte for byte with the stopped source's.
 
     :avocado: enable
@@ -37,3 +37,18 @@ class Precopy(MigrationTest):
         :avocado: tags=tcp
         """
         self.live_precopy("tcp")
+
+    def test_fd(self) -> None:
+        """Precopy over a socket pair handed to both QEMUs with getfd.
+
+        Once the migration is done, neither QEMU may keep the descriptor
+        under its name: closefd must fail on both sides.
+
+        :avocado: tags=fd
+        """
+        self.live_precopy("fd")
+        for side in (self.pair.src, self.pair.dst):
+            self.assert_qmp_error(
+                side.machine, "File descriptor named 'migration' not found",
+                "closefd", fdname="migration",
+            )  # fmt: skip
