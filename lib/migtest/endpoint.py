@@ -146,6 +146,20 @@ class Endpoint:
         )
         return synced
 
+    def wait_for_throttle(self, timeout: float = STATUS_TIMEOUT) -> int:
+        """Wait until auto-converge throttles the guest; return the percentage."""
+
+        def check() -> Tuple[bool, int]:
+            info = self.info()
+            if info.get("status") in FINAL_STATUSES:
+                raise MigtestError(
+                    f"{self.name}: migration ended '{info['status']}' before any throttling"
+                )
+            percentage = int(info.get("cpu-throttle-percentage", 0))
+            return percentage > 0, percentage
+
+        return wait_for(check, what=f"CPU throttling on {self.name}", timeout=timeout)
+
     def status_history(self) -> List[str]:
         """Statuses announced by MIGRATION events so far (needs ``events``)."""
         return [e["data"]["status"] for e in self.machine.events("MIGRATION")]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Collection, List, NoReturn, Optional
+from typing import Any, Collection, List, NoReturn, Optional, Sequence
 
 from avocado import Test
 
@@ -19,7 +19,12 @@ from .errors import QMPError, Unavailable
 from .machine import QEMUMachine
 from .pair import MigrationPair
 from .params import SuiteParams
-from .verify import assert_command_fails, assert_statuses_after, verify_migration
+from .verify import (
+    assert_command_fails,
+    assert_guest_runs,
+    assert_statuses_after,
+    verify_migration,
+)
 
 
 class MigrationTest(Test):
@@ -76,9 +81,24 @@ class MigrationTest(Test):
         self.cancel(reason)
         raise AssertionError("unreachable: cancel() returned")
 
-    def start_pair(self, *, dst_paused: bool = True) -> MigrationPair:
-        """Start source and destination; return when the guest runs."""
-        self.pair.start(dst_paused=dst_paused)
+    def start_pair(
+        self,
+        *,
+        dst_paused: bool = True,
+        src_args: Sequence[str] = (),
+        dst_args: Sequence[str] = (),
+        shared_memory: bool = False,
+    ) -> MigrationPair:
+        """Start source and destination; return when the guest runs.
+
+        See :meth:`MigrationPair.start` for the arguments.
+        """
+        self.pair.start(
+            dst_paused=dst_paused,
+            src_args=src_args,
+            dst_args=dst_args,
+            shared_memory=shared_memory,
+        )
         return self.pair
 
     def require_capabilities(self, *names: str) -> None:
@@ -122,6 +142,10 @@ class MigrationTest(Test):
     def verify_migration(self) -> None:
         """Apply every check a successful migration must pass."""
         verify_migration(self.pair)
+
+    def assert_guest_runs(self, machine: QEMUMachine) -> None:
+        """The guest on ``machine`` prints and counts on."""
+        assert_guest_runs(machine, self.suite.profile)
 
     def assert_statuses_after(self, side: Endpoint, mark: str, forbidden: Collection[str]) -> None:
         """Once at ``mark``, ``side`` never went through ``forbidden`` and completed."""

@@ -15,7 +15,8 @@ class Postcopy(MigrationTest):
     Cancelled when the host does not allow userfaultfd.
 
     :avocado: enable
-    :avocado: tags=migration,postcopy,unix,arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
+    :avocado: tags=migration,postcopy,unix
+    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
     """
 
     def start_postcopy_pair(self) -> None:

@@ -12,7 +12,8 @@ class Precopy(MigrationTest):
     its RAM is compared byte for byte with the stopped source's.
 
     :avocado: enable
-    :avocado: tags=migration,precopy,arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
+    :avocado: tags=migration,precopy
+    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
     """
 
     def live_precopy(self, transport: str) -> None:

@@ -1,0 +1,91 @@
+"""Migration capabilities that change how RAM is sent: each must still
+deliver the guest intact, and show it did what it is for."""
+
+from migtest.test import MigrationTest
+
+MiB = 1 << 20
+
+
+class Xbzrle(MigrationTest):
+    """XBZRLE: pages sent again are encoded as deltas against a cache.
+
+    :avocado: enable
+    :avocado: tags=migration,precopy,xbzrle,unix
+    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
+    """
+
+    def test_xbzrle(self) -> None:
+        pair = self.start_pair()
+        self.require_capabilities("xbzrle")
+        pair.set_capabilities(xbzrle=True)
+        pair.src.set_parameters(xbzrle_cache_size=32 * MiB)
+        pair.prevent_convergence()
+        pair.migrate("unix")
+        pair.src.wait_for_dirty_sync(3)
+        pair.allow_convergence()
+        pair.wait_for_completion()
+        cache = pair.src.info().get("xbzrle-cache", {})
+        self.assertGreater(cache.get("pages", 0), 0, f"no page was sent as XBZRLE: {cache}")
+        self.verify_migration()
+
+
+class IgnoreShared(MigrationTest):
+    """x-ignore-shared: RAM both sides map from one file is not sent at all.
+
+    With no RAM to send, a live migration has nothing to converge on: it
+    completes as soon as the device state is across.
+
+    :avocado: enable
+    :avocado: tags=migration,precopy,ignore-shared,unix
+    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
+    """
+
+    def test_ignore_shared(self) -> None:
+        pair = self.start_pair(shared_memory=True)
+        self.require_capabilities("x-ignore-shared")
+        pair.set_capabilities(x_ignore_shared=True)
+        pair.allow_convergence()
+        pair.migrate("unix")
+        pair.wait_for_completion()
+        transferred = pair.src.info()["ram"]["transferred"]
+        self.assertLess(transferred, 1 * MiB, "shared RAM was sent")
+        self.verify_migration()
+
+
+class AutoConverge(MigrationTest):
+    """Auto-converge: QEMU throttles a guest that dirties memory too fast.
+
+    Throttling must start at exactly cpu-throttle-initial, never pass
+    max-cpu-throttle, and stop-and-copy must begin only once what remains
+    fits the downtime limit; pause-before-switchover holds the migration
+    there for the check.
+
+    :avocado: enable
+    :avocado: tags=migration,precopy,auto-converge,unix
+    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
+    """
+
+    INITIAL, INCREMENT, MAXIMUM = 5, 50, 95
+
+    def test_auto_converge(self) -> None:
+        pair = self.start_pair()
+        self.require_capabilities("auto-converge", "pause-before-switchover")
+        pair.src.set_capabilities(auto_converge=True, pause_before_switchover=True)
+        pair.src.set_parameters(
+            cpu_throttle_initial=self.INITIAL,
+            cpu_throttle_increment=self.INCREMENT,
+            max_cpu_throttle=self.MAXIMUM,
+        )
+        pair.prevent_convergence()
+        pair.migrate("unix")
+        first = pair.src.wait_for_throttle()
+        self.assertEqual(first, self.INITIAL, "throttling did not start at cpu-throttle-initial")
+        pair.allow_convergence()
+        info = pair.src.wait_for_status("pre-switchover", fail_on=("failed", "completed"))
+        self.assertLessEqual(info.get("cpu-throttle-percentage", 0), self.MAXIMUM)
+        parameters = pair.src.parameters()
+        budget = parameters["max-bandwidth"] * parameters["downtime-limit"] // 1000
+        self.assertLess(info["ram"]["remaining"], budget, "switchover with too much left")
+        pair.src.machine.cmd("migrate-continue", state="pre-switchover")
+        pair.wait_for_completion()
+        self.verify_migration()
