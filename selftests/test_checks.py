@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from migtest.checks import PAGE_SIZE, check_counter_pattern, compare_memory
+from migtest.checks import PAGE_SIZE, check_counter_pattern, check_statuses_after, compare_memory
 from migtest.errors import CheckFailure
 
 BASE = 0x100000
@@ -91,3 +91,33 @@ def test_flipped_bit_fails_naming_address_and_values() -> None:
 def test_different_sizes_fail() -> None:
     with pytest.raises(CheckFailure, match="differ in size"):
         compare_memory(bytes(PAGE_SIZE), bytes(2 * PAGE_SIZE), BASE, "dumps")
+
+
+PAUSED_THEN_RECOVERED = ["setup", "active", "postcopy-active", "postcopy-paused",
+                         "postcopy-recover", "postcopy-active", "completed"]  # fmt: skip
+
+
+def test_status_sequence_passes() -> None:
+    check_statuses_after(PAUSED_THEN_RECOVERED, "postcopy-paused", {"failed", "active"})
+
+
+def test_status_sequence_through_forbidden_status_fails() -> None:
+    history = [*PAUSED_THEN_RECOVERED[:4], "failed", "postcopy-recover", "completed"]
+    with pytest.raises(CheckFailure, match="postcopy-paused -> failed -> postcopy-recover"):
+        check_statuses_after(history, "postcopy-paused", {"failed", "active"})
+
+
+def test_status_sequence_completing_twice_fails() -> None:
+    history = [*PAUSED_THEN_RECOVERED[:4], "completed", "postcopy-active", "completed"]
+    with pytest.raises(CheckFailure, match="must not pass through"):
+        check_statuses_after(history, "postcopy-paused", {"failed"})
+
+
+def test_status_sequence_not_ending_completed_fails() -> None:
+    with pytest.raises(CheckFailure, match="before ending 'completed'"):
+        check_statuses_after(PAUSED_THEN_RECOVERED[:-1], "postcopy-paused", {"failed"})
+
+
+def test_status_sequence_without_the_mark_fails() -> None:
+    with pytest.raises(CheckFailure, match="never reached 'postcopy-paused'"):
+        check_statuses_after(["setup", "active", "completed"], "postcopy-paused", {"failed"})

@@ -13,8 +13,20 @@ from conftest import ROOT
 #: Every migration test.  Avocado finds tests statically and silently finds
 #: none when an import breaks, so this list is checked exactly.
 EXPECTED_TESTS = {
+    "tests/migration/capabilities.py:Xbzrle.test_xbzrle",
+    "tests/migration/capabilities.py:IgnoreShared.test_ignore_shared",
+    "tests/migration/capabilities.py:AutoConverge.test_auto_converge",
+    "tests/migration/deprecated.py:DeprecatedCommands.test_removed_commands",
+    "tests/migration/failures.py:BadDestination.test_nobody_listening",
+    "tests/migration/postcopy.py:Postcopy.test_postcopy",
+    "tests/migration/postcopy.py:Postcopy.test_recovery",
     "tests/migration/precopy.py:Precopy.test_unix",
     "tests/migration/precopy.py:Precopy.test_tcp",
+    "tests/migration/precopy.py:Precopy.test_fd",
+    "tests/migration/validate_uuid.py:ValidateUuid.test_same_uuid",
+    "tests/migration/validate_uuid.py:ValidateUuid.test_different_uuid",
+    "tests/migration/validate_uuid.py:ValidateUuid.test_uuid_only_on_source",
+    "tests/migration/validate_uuid.py:ValidateUuid.test_uuid_only_on_destination",
 }
 
 

@@ -8,7 +8,7 @@ from typing import Iterator
 
 import pytest
 
-from migtest.errors import CheckFailure, MigtestError
+from migtest.errors import CheckFailure
 from migtest.pair import MigrationPair
 from migtest.params import SuiteParams
 from migtest.verify import (
@@ -84,6 +84,6 @@ def test_dead_destination_fails_the_migration(pair: MigrationPair) -> None:
     pair.prevent_convergence()
     pair.migrate("unix")
     pair.dst.machine.kill()
-    with pytest.raises(MigtestError, match="reached 'failed'"):
+    with pytest.raises(CheckFailure, match="reached 'failed'"):
         pair.src.wait_for_status("completed", fail_on=("failed",))
     assert_guest_runs(pair.src.machine, pair.profile)

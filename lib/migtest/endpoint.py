@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
-from .errors import MigtestError, Unavailable
+from .errors import CheckFailure, MigtestError, Unavailable
 from .machine import QEMUMachine
 from .wait import wait_for
 
@@ -98,9 +98,10 @@ class Endpoint:
         """Wait until the migration status is one of ``statuses``.
 
         :param fail_on: statuses that mean the awaited one can no longer
-            come; reaching one ends the wait at once with an error.
+            come; reaching one ends the wait at once.
         :return: the ``query-migrate`` answer that showed the status.
-        :raise MigtestError: a ``fail_on`` status was reached.
+        :raise CheckFailure: a ``fail_on`` status was reached: the migration
+            did what the test says it must not.
         :raise WaitTimeout: none of ``statuses`` within ``timeout``.
         """
         doomed = set(fail_on) - set(statuses)
@@ -110,7 +111,7 @@ class Endpoint:
             status = info.get("status", "none")
             if status in doomed:
                 detail = info.get("error-desc", "no error-desc")
-                raise MigtestError(
+                raise CheckFailure(
                     f"{self.name}: migration reached '{status}' while waiting for "
                     f"{'/'.join(statuses)}: {detail}"
                 )
