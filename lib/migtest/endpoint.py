@@ -13,6 +13,7 @@ from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
 from .errors import CheckFailure, MigtestError, Unavailable
 from .machine import QEMUMachine
+from .metrics import MigrationRecorder
 from .wait import wait_for
 
 #: Seconds a migration status may take to be reached (QEMU's own tests cap
@@ -34,6 +35,8 @@ class Endpoint:
         self.machine = machine
         self.name = machine.name
         self._capabilities: Optional[FrozenSet[str]] = None
+        #: The migration's timeline, as seen by this side.
+        self.recorder = MigrationRecorder()
 
     def supported_capabilities(self) -> FrozenSet[str]:
         """The migration capabilities this QEMU knows."""
@@ -84,9 +87,27 @@ class Endpoint:
         return result
 
     def info(self) -> Dict[str, Any]:
-        """The answer to ``query-migrate``."""
+        """The answer to ``query-migrate``, also kept in :attr:`recorder`."""
         result: Dict[str, Any] = self.machine.cmd("query-migrate")
+        self.recorder.record(result)
         return result
+
+    def read_final_stats(self, timeout: float = 10.0) -> Dict[str, Any]:
+        """Read the statistics of a finished migration, once they are final.
+
+        QEMU 7.2's first ``completed`` answer can still say total-time 0.
+        """
+
+        def check() -> Tuple[bool, Dict[str, Any]]:
+            info = self.info()
+            # A destination reports no times at all: its last answer is final.
+            return info.get("total-time", 0) > 0 or "setup-time" not in info, info
+
+        info: Dict[str, Any] = wait_for(
+            check, what=f"{self.name} to report the migration's total-time", timeout=timeout
+        )
+        self.recorder.final = info
+        return info
 
     def status(self) -> str:
         """The migration status, ``none`` before any migration."""

@@ -50,6 +50,7 @@ class MigrationPair:
         self._src: Optional[Endpoint] = None
         self._dst: Optional[Endpoint] = None
         self._machines: List[QEMUMachine] = []
+        self._endpoints: List[Endpoint] = []
         self._transports: List[Transport] = []
         self._shared_memory: Optional[Path] = None
         self._log = logging.getLogger("migtest.pair")
@@ -78,7 +79,9 @@ class MigrationPair:
         machine = QEMUMachine(binary, [*args, *extra], name=name, workdir=self.workdir)
         self._machines.append(machine)
         machine.launch()
-        return Endpoint(machine)
+        endpoint = Endpoint(machine)
+        self._endpoints.append(endpoint)
+        return endpoint
 
     def _launch_destination(self, name: str, paused: bool, extra: Sequence[str]) -> Endpoint:
         incoming = ["-incoming", "defer", *(["-S"] if paused else []), *extra]
@@ -194,9 +197,14 @@ class MigrationPair:
         :raise MigtestError: a side reached ``failed`` or ``cancelled``.
         """
         doomed = ("failed", "cancelled")
-        info = self.src.wait_for_status("completed", fail_on=doomed)
+        self.src.wait_for_status("completed", fail_on=doomed)
         self.dst.wait_for_status("completed", fail_on=doomed)
-        return info
+        self.dst.read_final_stats()
+        return self.src.read_final_stats()
+
+    def endpoints(self) -> List[Endpoint]:
+        """Every side the pair has had, in order: source, destination(s)."""
+        return list(self._endpoints)
 
     # -- teardown -----------------------------------------------------------
 

@@ -7,6 +7,7 @@ so test methods only say what the scenario is.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -17,6 +18,7 @@ from avocado import Test
 from .endpoint import Endpoint
 from .errors import QMPError, Unavailable
 from .machine import QEMUMachine
+from .metrics import summarize
 from .pair import MigrationPair
 from .params import SuiteParams
 from .verify import (
@@ -25,6 +27,9 @@ from .verify import (
     assert_statuses_after,
     verify_migration,
 )
+
+#: The file, in each test's output directory, holding its migration metrics.
+METRICS_FILE = "migration.json"
 
 
 class MigrationTest(Test):
@@ -60,8 +65,25 @@ class MigrationTest(Test):
             try:
                 if pair is not None:
                     pair.close()
+                    self._save_metrics()
             finally:
                 self._keep_logs()
+
+    def _save_metrics(self) -> None:
+        """Keep every side's migration timeline as JSON, and say the gist in one line."""
+        sides = {e.name: e.recorder.as_dict() for e in self.pair.endpoints()}
+        if not any(side["samples"] for side in sides.values()):
+            return
+        report = {
+            "test": str(self.name),
+            "arch": self.suite.profile.name,
+            "accel": self.suite.accel,
+            "sides": sides,
+        }
+        (Path(self.outputdir) / METRICS_FILE).write_text(json.dumps(report, indent=1))
+        line = summarize(self.pair.src.recorder.final)
+        self.log.info("migration: %s", line)
+        self.whiteboard = line
 
     def _keep_logs(self) -> None:
         """Keep the consoles and QEMU's output with the results: workdir is removed."""
