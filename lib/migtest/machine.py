@@ -138,6 +138,7 @@ class QEMUMachine:
         """
         if self._process is not None and self._process.poll() is None and self._qmp:
             try:
+                self._pull_events(0)  # keep what QEMU said last, for the logs
                 self._qmp.execute("quit", None, timeout)
             except Exception as exc:  # noqa: BLE001 - we kill it below anyway
                 self._log.debug("quit: %r", exc)

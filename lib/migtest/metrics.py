@@ -10,7 +10,7 @@ asking for them.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 #: Seconds between two kept samples (status changes are always kept).
 SAMPLE_INTERVAL = 0.05
@@ -27,10 +27,11 @@ TOP_FIELDS = ("expected-downtime", "cpu-throttle-percentage", "total-time")
 class MigrationRecorder:
     """The timeline of one side's migration, from its ``query-migrate`` answers.
 
-    :param clock: seconds, monotonic; replaceable for tests.
+    :param clock: wall-clock seconds, as QMP event timestamps are;
+        replaceable for tests.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._start: Optional[float] = None
         self._last_kept = float("-inf")
@@ -63,9 +64,30 @@ class MigrationRecorder:
             self.phases.append({"t": t, "status": status})
             self._last_status = status
 
-    def as_dict(self) -> Dict[str, Any]:
-        """Everything recorded, ready for JSON."""
-        return {"phases": self.phases, "samples": self.samples, "final": self.final}
+    def as_dict(self, events: Sequence[Mapping[str, Any]] = ()) -> Dict[str, Any]:
+        """Everything recorded, ready for JSON.
+
+        :param events: the side's MIGRATION events; when given, they time
+            the phases exactly (polling can miss a short status).
+        """
+        phases = self.phases
+        if events and self._start is not None:
+            start = self._start
+            phases = [
+                {"t": round(_event_time(e) - start, 4), "status": e["data"]["status"]}
+                for e in events
+            ]
+        return {
+            "start": self._start,
+            "phases": phases,
+            "samples": self.samples,
+            "final": self.final,
+        }
+
+
+def _event_time(event: Mapping[str, Any]) -> float:
+    stamp = event["timestamp"]
+    return float(stamp["seconds"]) + float(stamp["microseconds"]) / 1e6
 
 
 def _mib(value: float) -> str:

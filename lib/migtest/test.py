@@ -71,7 +71,9 @@ class MigrationTest(Test):
 
     def _save_metrics(self) -> None:
         """Keep every side's migration timeline as JSON, and say the gist in one line."""
-        sides = {e.name: e.recorder.as_dict() for e in self.pair.endpoints()}
+        sides = {
+            e.name: e.recorder.as_dict(e.machine.events("MIGRATION")) for e in self.pair.endpoints()
+        }
         if not any(side["samples"] for side in sides.values()):
             return
         report = {
