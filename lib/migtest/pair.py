@@ -167,7 +167,7 @@ class MigrationPair:
 
         :param transport: a transport or its name (``unix``, ``tcp``, ``fd``).
         """
-        transport = self._transport(transport, "migration")
+        transport = self._transport(transport, f"migration{len(self._transports)}")
         self._log.debug("migrating over %s", transport.name)
         self.dst.machine.cmd("migrate-incoming", uri=transport.incoming_uri(self.dst))
         uri = transport.outgoing_uri(self.src, self.dst)

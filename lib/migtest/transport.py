@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import abc
 import socket
-from typing import Dict, List, Type
+from typing import Dict, List, Optional, Type
 
 from .endpoint import Endpoint
 from .errors import ConfigError, MigtestError
+from .proxy import Corruption, MigrationProxy
 
 
 class Transport(abc.ABC):
@@ -71,6 +72,28 @@ class TcpTransport(Transport):
             if address.get("type") == "inet" and address.get("port") not in (None, "0"):
                 return f"tcp:{address['host']}:{address['port']}"
         raise MigtestError(f"{dst.name} did not report its listening tcp port: {dst.info()}")
+
+
+class ProxiedTransport(TcpTransport):
+    """TCP through a :class:`~migtest.proxy.MigrationProxy`, which can damage
+    the stream (``corruption``) or cut it (``proxy.cut()``)."""
+
+    name = "proxy"
+
+    def __init__(self, channel: str = "migration", corruption: Optional[Corruption] = None) -> None:
+        super().__init__(channel)
+        self.corruption = corruption
+        self.proxy: Optional[MigrationProxy] = None
+
+    def outgoing_uri(self, src: Endpoint, dst: Endpoint) -> str:
+        host, port = super().outgoing_uri(src, dst).split(":")[1:]
+        self.proxy = MigrationProxy((host, int(port)), self.corruption)
+        host, proxy_port = self.proxy.start()
+        return f"tcp:{host}:{proxy_port}"
+
+    def close(self) -> None:
+        if self.proxy is not None:
+            self.proxy.close()
 
 
 class FdTransport(Transport):

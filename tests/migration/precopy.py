@@ -1,6 +1,7 @@
 """Precopy live migration over each transport, as QEMU's migration-test runs it."""
 
 from migtest.test import MigrationTest
+from migtest.transport import Transport
 
 
 class Precopy(MigrationTest):
@@ -16,14 +17,15 @@ class Precopy(MigrationTest):
     :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
     """
 
-    def live_precopy(self, transport: str) -> None:
+    def live_precopy(self, transport: str) -> Transport:
         pair = self.start_pair()
         pair.prevent_convergence()
-        pair.migrate(transport)
+        link = pair.migrate(transport)
         pair.src.wait_for_dirty_sync(2)
         pair.allow_convergence()
         pair.wait_for_completion()
         self.verify_migration()
+        return link
 
     def test_unix(self) -> None:
         """Precopy over a unix socket.
@@ -47,9 +49,8 @@ class Precopy(MigrationTest):
 
         :avocado: tags=fd
         """
-        self.live_precopy("fd")
+        name = self.live_precopy("fd").channel
         for side in (self.pair.src, self.pair.dst):
             self.assert_qmp_error(
-                side.machine, "File descriptor named 'migration' not found",
-                "closefd", fdname="migration",
-            )  # fmt: skip
+                side.machine, f"File descriptor named '{name}' not found", "closefd", fdname=name
+            )

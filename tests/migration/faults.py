@@ -1,0 +1,92 @@
+"""Faults injected into migrations: each must end in the right verdict.
+
+A suite is worth the broken migrations it catches; these tests break
+migrations on purpose and check that the suite, and QEMU, notice.
+"""
+
+from migtest.errors import CheckFailure, QMPConnectionLost
+from migtest.proxy import Corruption
+from migtest.test import MigrationTest
+from migtest.transport import ProxiedTransport
+
+MiB = 1 << 20
+
+
+class Faults(MigrationTest):
+    """Damaged streams, dead destinations, cut links and cancellations.
+
+    :avocado: enable
+    :avocado: tags=migration,faults
+    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
+    """
+
+    def test_corrupted_stream(self) -> None:
+        """Bits flipped in the stream: the migration fails or the checks say where.
+
+        The source is stopped first, so every page crosses exactly once and
+        no later pass can repair the damage.  A corrupted migration reported
+        healthy fails this test.
+        """
+        pair = self.start_pair()
+        pair.src.machine.cmd("stop")
+        pair.allow_convergence()
+        link = ProxiedTransport(corruption=Corruption(after=8 * MiB, every=16 * MiB))
+        pair.migrate(link)
+        try:
+            pair.wait_for_completion()
+        except (CheckFailure, QMPConnectionLost) as failed:
+            self.log.info("the damaged migration failed: %s", failed)
+        else:
+            with self.assertRaises(CheckFailure, msg="a corrupted migration passed every check"):
+                self.verify_migration()
+        self.assertGreater(link.corruption.flipped if link.corruption else 0, 0, "nothing flipped")
+
+    def test_destination_killed(self) -> None:
+        """The destination dies mid-precopy: the source fails safe and can try again."""
+        pair = self.start_pair()
+        pair.prevent_convergence()
+        pair.migrate("unix")
+        pair.src.wait_for_dirty_sync(2)
+        pair.dst.machine.kill()
+        pair.src.wait_for_status("failed", fail_on=("completed",))
+        self.assert_guest_runs(pair.src.machine)
+        self.migrate_again()
+
+    def test_cancel(self) -> None:
+        """migrate_cancel while active: the source runs on and can try again."""
+        pair = self.start_pair()
+        pair.prevent_convergence()
+        pair.migrate("unix")
+        pair.src.wait_for_dirty_sync(2)
+        pair.src.machine.cmd("migrate_cancel")
+        pair.src.wait_for_status("cancelled", fail_on=("completed", "failed"))
+        self.assert_guest_runs(pair.src.machine)
+        self.migrate_again()
+
+    def test_link_cut_during_postcopy(self) -> None:
+        """The link drops in postcopy: both sides pause, and recover over a new one."""
+        pair = self.start_pair(dst_paused=False)
+        self.enable_postcopy()
+        pair.prevent_convergence()
+        pair.src.set_parameters(max_postcopy_bandwidth=4096)
+        link = ProxiedTransport()
+        pair.migrate(link)
+        pair.src.wait_for_dirty_sync(2)
+        pair.start_postcopy()
+        pair.src.wait_for_status("postcopy-active", fail_on=("failed", "completed"))
+        assert link.proxy is not None
+        link.proxy.cut()
+        for side in (pair.src, pair.dst):
+            side.wait_for_status("postcopy-paused", fail_on=("failed", "completed"))
+        pair.recover("unix")
+        pair.src.set_parameters(max_postcopy_bandwidth=0)
+        pair.wait_for_completion()
+        self.verify_migration()
+
+    def migrate_again(self) -> None:
+        """A second, converging migration to a fresh destination, verified."""
+        self.pair.replace_destination()
+        self.pair.allow_convergence()
+        self.pair.migrate("unix")
+        self.pair.wait_for_completion()
+        self.verify_migration()
