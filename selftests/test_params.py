@@ -107,3 +107,13 @@ def test_binary_of_another_arch_lacks_the_machine_type() -> None:
         pytest.skip("qemu-system-s390x is not installed")
     with pytest.raises(Unavailable, match="no machine type 'pc'"):
         read(qemu_bin=other, accel="tcg")
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "inf", ""])
+def test_malformed_timeout_names_parameter(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"'boot_timeout'.*seconds greater than 0"):
+        read(boot_timeout=value)
+
+
+def test_timeout_accepts_numbers() -> None:
+    assert read(boot_timeout="2.5").boot_timeout == 2.5

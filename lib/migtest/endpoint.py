@@ -20,9 +20,6 @@ from .wait import wait_for
 #: their status waits at 120 s after unlimited waits hung CI).
 STATUS_TIMEOUT = 120.0
 
-#: Statuses after which a migration does not move on by itself.
-FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
-
 
 def _qmp_name(name: str) -> str:
     return name.replace("_", "-")
@@ -148,19 +145,14 @@ class Endpoint:
         A second sync means a first full pass over RAM is complete and the
         pages dirtied meanwhile are found, to be sent again.
 
-        :raise MigtestError: the migration ended first (a migration meant
-            not to converge yet did).
+        :raise CheckFailure: the migration failed or was cancelled.
+        :raise MigtestError: it completed first (it was meant not to converge).
         """
 
         def check() -> Tuple[bool, int]:
             info = self.info()
             synced = int(info.get("ram", {}).get("dirty-sync-count", 0))
-            status = info.get("status")
-            if status in FINAL_STATUSES:
-                raise MigtestError(
-                    f"{self.name}: migration ended '{status}' after {synced} dirty syncs "
-                    f"while waiting for {count}: {info.get('error-desc', '')}"
-                )
+            self._raise_if_ended(info, f"dirty sync {count} (at {synced})")
             return synced >= count, synced
 
         synced: int = wait_for(
@@ -173,14 +165,26 @@ class Endpoint:
 
         def check() -> Tuple[bool, int]:
             info = self.info()
-            if info.get("status") in FINAL_STATUSES:
-                raise MigtestError(
-                    f"{self.name}: migration ended '{info['status']}' before any throttling"
-                )
+            self._raise_if_ended(info, "CPU throttling")
             percentage = int(info.get("cpu-throttle-percentage", 0))
             return percentage > 0, percentage
 
         return wait_for(check, what=f"CPU throttling on {self.name}", timeout=timeout)
+
+    def _raise_if_ended(self, info: Dict[str, Any], awaited: str) -> None:
+        """Stop a wait for progress once the migration can make none.
+
+        A failure is QEMU's (FAIL); an early completion means the test's
+        settings did not hold the migration back (ERROR).
+        """
+        status = info.get("status")
+        if status in ("failed", "cancelled"):
+            raise CheckFailure(
+                f"{self.name}: migration {status} while waiting for {awaited}: "
+                f"{info.get('error-desc', 'no error-desc')}"
+            )
+        if status == "completed":
+            raise MigtestError(f"{self.name}: migration completed before {awaited}")
 
     def status_history(self) -> List[str]:
         """Statuses announced by MIGRATION events so far (needs ``events``)."""

@@ -17,10 +17,6 @@ from .params import SuiteParams
 from .transport import Transport, make_transport
 from .wait import wait_for
 
-#: Seconds the guest may take from QEMU's start to its first pass.  Under a
-#: software KVM, SeaBIOS alone takes 4-5 s.
-BOOT_TIMEOUT = 60.0
-
 #: No stop-and-copy fits in 1 ms at 300 MB/s (threshold: 300 KB) while the
 #: guest dirties megabytes between two syncs.  Measured under TCG: at 1 GiB/s
 #: a migration still converged at its second sync 5 times in 6; at 300 MB/s
@@ -116,7 +112,7 @@ class MigrationPair:
             self._unlink_shared_memory()
         # MIGRATION events give every test the sequence of statuses.
         self.set_capabilities(events=True)
-        self.wait_for_guest(self._src.machine)
+        self.wait_for_guest(self._src.machine, self.params.boot_timeout)
 
     def replace_destination(self, *, dst_paused: bool = True, dst_args: Sequence[str] = ()) -> None:
         """Start a fresh destination (``dst2``, ...) for another attempt.
@@ -131,8 +127,11 @@ class MigrationPair:
         if self._shared_memory is not None:
             self._shared_memory.unlink(missing_ok=True)
 
-    def wait_for_guest(self, machine: QEMUMachine, timeout: float = BOOT_TIMEOUT) -> None:
-        """Wait until the guest on ``machine`` has completed a pass ('B')."""
+    def wait_for_guest(self, machine: QEMUMachine, timeout: float) -> None:
+        """Wait until the guest on ``machine`` has completed a pass ('B').
+
+        Under a software KVM, SeaBIOS alone takes 4-5 s.
+        """
         wait_for(
             lambda: ("B" in machine.console_text(), machine.console_text()[-40:]),
             what=f"the guest on {machine.name} to print 'B' (console tail shown)",
@@ -217,6 +216,9 @@ class MigrationPair:
             for transport in self._transports:
                 transport.close()
             self._unlink_shared_memory()
+            # Sockets and the guest copy are ours; logs stay for the results.
+            for leftover in [*self.workdir.glob("*.sock"), self.workdir / self.profile.guest]:
+                leftover.unlink(missing_ok=True)
 
     def __enter__(self) -> MigrationPair:
         return self

@@ -42,6 +42,17 @@ def parse_bool(parameter: str, value: object) -> bool:
     raise ConfigError(parameter, value, "one of " + ", ".join(_TRUE + _FALSE[:-1]))
 
 
+def parse_seconds(parameter: str, value: object) -> float:
+    """Read a positive duration in seconds."""
+    try:
+        seconds = float(str(value))
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise ConfigError(parameter, value, "a number of seconds greater than 0")
+    return seconds
+
+
 @dataclass(frozen=True)
 class SuiteParams:
     """Everything a migration test needs to know about what to run."""
@@ -54,6 +65,8 @@ class SuiteParams:
     #: Whether a missing binary, accelerator or feature fails the test
     #: instead of cancelling it.
     strict: bool
+    #: Seconds the guest may take to boot; slow emulation may need more.
+    boot_timeout: float = 60.0
 
     @classmethod
     def strict_from(cls, params: ParamSource, environ: Mapping[str, str]) -> bool:
@@ -78,6 +91,7 @@ class SuiteParams:
             qemu_bin_src=_side_binary(params, environ, "src", qemu_bin, profile, accel),
             qemu_bin_dst=_side_binary(params, environ, "dst", qemu_bin, profile, accel),
             strict=cls.strict_from(params, environ),
+            boot_timeout=parse_seconds("boot_timeout", params.get("boot_timeout", default=60)),
         )
 
 
