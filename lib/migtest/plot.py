@@ -1,0 +1,345 @@
+"""One test's migration as an SVG picture, drawn from its ``migration.json``.
+
+The SVG is written by hand: the suite needs no plotting library, and the
+result is one self-contained file any browser opens, that a job report can
+link to.  It shows what decides whether a precopy converges: the source's
+remaining RAM against the transfer rate and the rate at which the guest
+dirties memory.  The dirty rate is drawn in Mbit/s (pages/s times the page
+size), on the same axis as the throughput, because migration converges only
+when the first stays below the second.  Above the plot, one lane per side
+shows its statuses over time, the sides aligned on their wall clocks, so a
+destination that paused or failed on its own is visible too.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from xml.sax.saxutils import escape, quoteattr
+
+#: The size the picture is drawn for, in pixels.
+WIDTH, HEIGHT = 800, 360
+MIB = 1 << 20
+#: QEMU's target page size when ``migration.json`` does not say.
+DEFAULT_PAGE_SIZE = 4096
+#: The shortest time axis, so one sample still gets a readable scale.
+MIN_SPAN = 0.1
+
+#: Per migration status: the fill of its lane segment, the ink of its
+#: marks, and its label.
+PHASES: Dict[str, Tuple[str, str, str]] = {
+    "setup": ("#dde2e8", "#7d8896", "setup"),
+    "active": ("#cde0fa", "#3a78d0", "active"),
+    "pre-switchover": ("#d3eef0", "#2f8f99", "pre-switchover"),
+    "device": ("#d9eed3", "#4d8f3b", "device"),
+    "postcopy-active": ("#dccff4", "#7453c4", "postcopy-active"),
+    "postcopy-paused": ("#fbd3a2", "#d27a1c", "paused"),
+    "postcopy-recover": ("#f6e48e", "#a88a0c", "recover"),
+    "completed": ("#c5eacc", "#2b9a4b", "completed"),
+    "failed": ("#f6baba", "#cc3333", "failed"),
+    "cancelling": ("#e4e4e4", "#808080", "cancelling"),
+    "cancelled": ("#e4e4e4", "#808080", "cancelled"),
+}
+_OTHER_PHASE = ("#ececec", "#888888")
+
+REMAINING_INK, THROUGHPUT_INK, DIRTY_INK = "#1f5fc0", "#e07800", "#9b3fcf"
+TEXT_INK, MUTED_INK, GRID_INK = "#24292f", "#6e7781", "#e6e8eb"
+
+_TITLE_Y, _LANE_TOP, _LANE_H, _LANE_GAP = 22, 36, 14, 3
+_LEFT, _RIGHT, _BOTTOM = 70, WIDTH - 70, HEIGHT - 66
+#: Rough width of one character of the 11 px font, to decide what fits.
+_CHAR_W = 6.2
+
+Point = Tuple[float, float]
+
+
+@dataclass(frozen=True)
+class _Phase:
+    side: str
+    status: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class _Timeline:
+    """The report reduced to what is drawn, in seconds since the first event."""
+
+    lanes: Dict[str, List[_Phase]]
+    remaining: List[Point]
+    throughput: List[Point]
+    dirty: List[Point]
+    span: float
+    page_size: int
+
+
+@dataclass(frozen=True)
+class _Scale:
+    """Maps ``[0, hi]`` onto pixels ``a`` to ``b``."""
+
+    hi: float
+    a: float
+    b: float
+
+    def __call__(self, value: float) -> float:
+        return round(self.a + value * (self.b - self.a) / self.hi, 1)
+
+
+def render_timeline_svg(report: Mapping[str, Any]) -> str:
+    """Draw one test's migration as a self-contained SVG document.
+
+    :param report: the contents of a test's ``migration.json`` (see
+        :meth:`migtest.metrics.MigrationRecorder.as_dict` for each side).
+        Sides without samples or phases, a single sample, all-zero numbers
+        and failed migrations are all drawn; nothing is required but
+        ``sides`` being a mapping, and even that may be empty.
+    :return: the SVG text, ``WIDTH`` x ``HEIGHT`` pixels, UTF-8 clean.
+    """
+    timeline = _timeline(report.get("sides") or {})
+    top = _LANE_TOP + len(timeline.lanes) * (_LANE_H + _LANE_GAP) + 10
+    x = _Scale(_time_ticks(timeline.span)[-1], _LEFT, _RIGHT)
+    left_ticks = _ticks(max((v for _, v in timeline.remaining), default=0.0))
+    rates = [v for _, v in timeline.throughput + timeline.dirty]
+    right_ticks = _ticks(max(rates, default=0.0), intervals=len(left_ticks) - 1)
+    y_left = _Scale(left_ticks[-1], _BOTTOM, top)
+    y_right = _Scale(right_ticks[-1], _BOTTOM, top)
+    parts = [
+        _header(report),
+        *_phase_marks(timeline, x, top),
+        *_axes(x, y_left, y_right, left_ticks, right_ticks),
+        *_series(timeline, x, y_left, y_right),
+        *_lanes(timeline, x),
+        *_legend(timeline),
+    ]
+    if not (timeline.remaining or rates):
+        parts.append(_text((_LEFT + _RIGHT) / 2, (top + _BOTTOM) / 2, "no samples recorded",
+                           anchor="middle", fill=MUTED_INK, size=13))  # fmt: skip
+    title = escape(f"Migration timeline of {report.get('test', 'an unnamed test')}")
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
+        f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="system-ui, -apple-system, '
+        f"'Segoe UI', Roboto, 'DejaVu Sans', sans-serif\" font-size=\"11\" "
+        f'fill="{TEXT_INK}" role="img">\n<title>{title}</title>\n'
+        f'<rect width="{WIDTH}" height="{HEIGHT}" fill="#ffffff"/>\n' + "\n".join(parts) + "\n</svg>\n"
+    )
+
+
+def _timeline(sides: Mapping[str, Any]) -> _Timeline:
+    """Put every side on one clock: seconds since the earliest thing recorded."""
+    starts = {name: side["start"] for name, side in sides.items() if side.get("start") is not None}
+    stamps = [
+        starts[name] + entry["t"]
+        for name in starts
+        for entry in [*sides[name].get("phases", []), *sides[name].get("samples", [])]
+    ]
+    origin = min(stamps, default=0.0)
+    span = max(max(stamps, default=0.0) - origin, MIN_SPAN)
+    lanes: Dict[str, List[_Phase]] = {}
+    for name, start in starts.items():
+        moments = [(start + p["t"] - origin, str(p["status"])) for p in sides[name].get("phases", [])]
+        if moments:
+            ends = [t for t, _ in moments[1:]] + [span]
+            lanes[name] = [_Phase(name, s, t, end) for (t, s), end in zip(moments, ends)]
+    src = sides.get("src") or {}
+    page_size = int((src.get("final") or {}).get("ram", {}).get("page-size") or DEFAULT_PAGE_SIZE)
+    shift = starts.get("src", origin) - origin
+    samples: Sequence[Mapping[str, Any]] = src.get("samples", []) if "src" in starts else []
+
+    def series(key: str, factor: float) -> List[Point]:
+        return [(shift + s["t"], float(s[key]) * factor) for s in samples if s.get(key) is not None]
+
+    return _Timeline(
+        lanes=lanes,
+        remaining=series("remaining", 1 / MIB),
+        throughput=series("mbps", 1.0),
+        dirty=series("dirty-pages-rate", page_size * 8 / 1e6),
+        span=span,
+        page_size=page_size,
+    )
+
+
+def _ticks(hi: float, intervals: int = 0) -> List[float]:
+    """Round tick values from 0 to at least ``hi``.
+
+    :param intervals: force this many intervals, so that a second axis puts
+        its ticks on the first one's grid lines; 0 chooses about five.
+    """
+    hi = hi if hi > 0 else 1.0
+    wanted = intervals or 5
+    raw = hi / wanted
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw * (1 - 1e-9))
+    count = intervals or max(1, math.ceil(hi / step - 1e-9))
+    return [i * step for i in range(count + 1)]
+
+
+def _time_ticks(span: float) -> List[float]:
+    return _ticks(span, 0)
+
+
+def _fmt(value: float, step: float) -> str:
+    """``value`` with as many decimals as the tick step needs, thousands grouped."""
+    decimals = 0
+    while decimals < 6 and abs(step * 10**decimals - round(step * 10**decimals)) > 1e-6:
+        decimals += 1
+    return f"{value:,.{decimals}f}"
+
+
+def _text(x: float, y: float, content: str, *, anchor: str = "start", **attrs: Any) -> str:
+    extra = "".join(f" {k.replace('_', '-')}={quoteattr(str(v))}" for k, v in attrs.items())
+    return f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}"{extra}>{escape(content)}</text>'
+
+
+def _header(report: Mapping[str, Any]) -> str:
+    """The test's short name, its variant, and how the migration ended."""
+    name = str(report.get("test", "?")).split(";")[0].rsplit(":", 1)[-1]
+    variant = " / ".join(str(report[k]) for k in ("arch", "accel") if report.get(k))
+    sides = report.get("sides") or {}
+    src = sides.get("src") or {}
+    final = src.get("final") or {}
+    phases = src.get("phases") or []
+    status = str(final.get("status") or (phases[-1]["status"] if phases else "no migration"))
+    outcome = [status]
+    for key, label in (("total-time", "total"), ("downtime", "downtime"), ("setup-time", "setup")):
+        if key in final:
+            outcome.append(f"{label} {final[key]} ms")
+    ink = PHASES.get(status, _OTHER_PHASE)[1] if status in ("completed", "failed") else TEXT_INK
+    return "\n".join([
+        _text(16, _TITLE_Y, name, font_size=15, font_weight=600),
+        _text(16 + len(name) * 8.6 + 10, _TITLE_Y, variant, fill=MUTED_INK, font_size=12),
+        _text(WIDTH - 16, _TITLE_Y, "  ·  ".join(outcome), anchor="end", fill=ink, font_size=12,
+              font_weight=600),
+    ])  # fmt: skip
+
+
+def _lanes(timeline: _Timeline, x: _Scale) -> List[str]:
+    """One lane of status segments per side, labelled where the label fits."""
+    out = []
+    for row, (side, phases) in enumerate(timeline.lanes.items()):
+        y = _LANE_TOP + row * (_LANE_H + _LANE_GAP)
+        out.append(_text(_LEFT - 8, y + _LANE_H - 3, side, anchor="end", fill=MUTED_INK))
+        for phase in phases:
+            fill, ink, label = PHASES.get(phase.status, (*_OTHER_PHASE, phase.status))
+            x0, x1 = x(phase.start), x(phase.end)
+            width = max(x1 - x0, 2.0)
+            tip = (f"{side}: {phase.status} from {phase.start:.3f} s "
+                   f"for {(phase.end - phase.start) * 1000:.0f} ms")  # fmt: skip
+            out.append(
+                f'<g><title>{escape(tip)}</title><rect x="{x0}" y="{y}" width="{width:.1f}" '
+                f'height="{_LANE_H}" rx="2" fill="{fill}" stroke="{ink}" stroke-width="0.6"/>'
+            )
+            if len(label) * _CHAR_W + 6 <= width:
+                out.append(_text(x0 + 4, y + _LANE_H - 3.5, label, font_size=10))
+            out.append("</g>")
+    return out
+
+
+def _phase_marks(timeline: _Timeline, x: _Scale, top: float) -> List[str]:
+    """Tint the plot by the source's status; a line at every status change.
+
+    Source changes are solid lines, the other sides' dashed ones.
+    """
+    out = []
+    for phase in timeline.lanes.get("src", []):
+        fill = PHASES.get(phase.status, _OTHER_PHASE)[0]
+        width = max(x(phase.end) - x(phase.start), 0.0)
+        out.append(
+            f'<rect x="{x(phase.start)}" y="{top}" width="{width:.1f}" '
+            f'height="{_BOTTOM - top}" fill="{fill}" opacity="0.28"/>'
+        )
+    for side, phases in timeline.lanes.items():
+        dash = "" if side == "src" else ' stroke-dasharray="4 3"'
+        for phase in phases:
+            ink = PHASES.get(phase.status, _OTHER_PHASE)[1]
+            lane_y = _LANE_TOP + list(timeline.lanes).index(side) * (_LANE_H + _LANE_GAP)
+            out.append(
+                f'<line x1="{x(phase.start)}" y1="{lane_y + _LANE_H}" x2="{x(phase.start)}" '
+                f'y2="{_BOTTOM}" stroke="{ink}" stroke-width="1" opacity="0.55"{dash}/>'
+            )
+    return out
+
+
+def _axes(
+    x: _Scale, y_left: _Scale, y_right: _Scale, left: List[float], right: List[float]
+) -> List[str]:
+    """Grid lines, three axes with their ticks, and the units."""
+    out = []
+    for low, high in zip(left, right):
+        y = y_left(low)
+        if low:
+            out.append(f'<line x1="{_LEFT}" y1="{y}" x2="{_RIGHT}" y2="{y}" stroke="{GRID_INK}"/>')
+        out.append(_text(_LEFT - 6, y + 4, _fmt(low, left[1]), anchor="end", fill=REMAINING_INK))
+        out.append(_text(_RIGHT + 6, y + 4, _fmt(high, right[1]), fill=THROUGHPUT_INK))
+    times = _time_ticks(x.hi)
+    for t in times:
+        out.append(f'<line x1="{x(t)}" y1="{_BOTTOM}" x2="{x(t)}" y2="{_BOTTOM + 4}" '
+                   f'stroke="{MUTED_INK}"/>')  # fmt: skip
+        out.append(_text(x(t), _BOTTOM + 16, f"{_fmt(t, times[1])} s", anchor="middle"))
+    mid = (y_left.a + y_left.b) / 2
+    out += [
+        f'<path d="M{_LEFT},{y_left.b} V{_BOTTOM} H{_RIGHT} V{y_left.b}" fill="none" '
+        f'stroke="{MUTED_INK}"/>',
+        _text(18, mid, "remaining RAM (MiB)", anchor="middle", fill=REMAINING_INK,
+              transform=f"rotate(-90 18 {mid})"),
+        _text(WIDTH - 14, mid, "rate (Mbit/s)", anchor="middle", fill=THROUGHPUT_INK,
+              transform=f"rotate(90 {WIDTH - 14} {mid})"),
+    ]  # fmt: skip
+    return out
+
+
+def _path(points: Sequence[Point], x: _Scale, y: _Scale) -> str:
+    return " ".join(f"{x(t)},{y(v)}" for t, v in points)
+
+
+def _series(timeline: _Timeline, x: _Scale, y_left: _Scale, y_right: _Scale) -> List[str]:
+    """The three curves; a lone sample is a dot, as a line needs two."""
+    out = []
+    if len(timeline.remaining) > 1:
+        first, last = timeline.remaining[0][0], timeline.remaining[-1][0]
+        out.append(
+            f'<polygon points="{x(first)},{_BOTTOM} {_path(timeline.remaining, x, y_left)} '
+            f'{x(last)},{_BOTTOM}" fill="{REMAINING_INK}" opacity="0.10"/>'
+        )
+    for points, y, ink, dash in (
+        (timeline.remaining, y_left, REMAINING_INK, ""),
+        (timeline.throughput, y_right, THROUGHPUT_INK, ""),
+        (timeline.dirty, y_right, DIRTY_INK, ' stroke-dasharray="6 3"'),
+    ):
+        if len(points) > 1:
+            out.append(
+                f'<polyline points="{_path(points, x, y)}" fill="none" stroke="{ink}" '
+                f'stroke-width="2" stroke-linejoin="round"{dash}/>'
+            )
+        for t, v in points if len(points) < 4 else ():
+            out.append(f'<circle cx="{x(t)}" cy="{y(v)}" r="3" fill="{ink}"/>')
+    return out
+
+
+def _legend(timeline: _Timeline) -> List[str]:
+    """Name the curves on one row, and the statuses seen on the next."""
+    peak = max((v for _, v in timeline.dirty), default=0.0) * 1e6 / 8 / timeline.page_size
+    curves = [
+        ("remaining RAM (MiB)", REMAINING_INK, ""),
+        ("throughput (Mbit/s)", THROUGHPUT_INK, ""),
+        (f"dirty rate (Mbit/s; peak {peak:,.0f} pages/s of {timeline.page_size // 1024} KiB)",
+         DIRTY_INK, ' stroke-dasharray="6 3"'),
+    ]  # fmt: skip
+    out, cursor, y = [], float(_LEFT), HEIGHT - 30
+    for label, ink, dash in curves:
+        out.append(f'<line x1="{cursor}" y1="{y - 4}" x2="{cursor + 22}" y2="{y - 4}" '
+                   f'stroke="{ink}" stroke-width="2"{dash}/>')  # fmt: skip
+        out.append(_text(cursor + 28, y, label))
+        cursor += 28 + len(label) * _CHAR_W + 22
+    seen = [p.status for phases in timeline.lanes.values() for p in phases]
+    cursor, y = float(_LEFT), HEIGHT - 10
+    for status in dict.fromkeys(seen):
+        fill, ink, label = PHASES.get(status, (*_OTHER_PHASE, status))
+        out.append(f'<rect x="{cursor}" y="{y - 9}" width="14" height="10" rx="2" '
+                   f'fill="{fill}" stroke="{ink}" stroke-width="0.6"/>')  # fmt: skip
+        out.append(_text(cursor + 19, y, status, fill=MUTED_INK))
+        cursor += 19 + len(status) * _CHAR_W + 16
+    if timeline.lanes.keys() - {"src"}:
+        out.append(_text(_RIGHT, y, "lines: src solid, other sides dashed", anchor="end",
+                         fill=MUTED_INK))  # fmt: skip
+    return out
