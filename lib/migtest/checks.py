@@ -74,6 +74,8 @@ def _check_only_counters_written(dump: bytes, base: int) -> None:
     """Everything but the counter bytes must still be zero."""
     rest = bytearray(dump)
     rest[::PAGE_SIZE] = bytes(len(rest[::PAGE_SIZE]))
+    if rest == bytes(len(rest)):  # a memcmp: ten times faster than any search
+        return
     bad: List[Tuple[int, int, int]] = []
     for match in _NONZERO.finditer(rest):
         offset = match.start()

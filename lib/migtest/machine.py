@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 
 from .errors import LaunchError, QMPConnectionLost, StateError, WaitTimeout
-from .qmp import Message, QMPConnection
+from .qmp import Message, QMPConnection, execute_together
 from .wait import wait_for
 
 #: Seconds QEMU may take from exec to its QMP greeting (measured: ~30 ms).
@@ -278,16 +278,30 @@ class QEMUMachine:
         return event
 
     def read_memory(self, address: int, size: int) -> bytes:
-        """Read guest physical memory through ``pmemsave``.
-
-        The dump goes through a file in ``workdir``, removed at once.
-        """
-        path = self.workdir / f"{self.name}-{address:x}-{size:x}.dump"
-        try:
-            self.cmd("pmemsave", val=address, size=size, filename=str(path))
-            return path.read_bytes()
-        finally:
-            path.unlink(missing_ok=True)
+        """Read guest physical memory through ``pmemsave``."""
+        return read_memories([self], address, size)[0]
 
     def __repr__(self) -> str:
         return f"<QEMUMachine {self.name} pid={self.pid} {self._state.value}>"
+
+
+def read_memories(machines: Sequence[QEMUMachine], address: int, size: int) -> List[bytes]:
+    """Read the same guest physical range from several machines at once.
+
+    ``pmemsave`` copies a kilobyte at a time (~0.4 GB/s), so each QEMU
+    dumping on its own core halves the wait for a pair.  The dumps go
+    through files in each ``workdir``, removed at once.
+    """
+    paths = [m.workdir / f"{m.name}-{address:x}-{size:x}.dump" for m in machines]
+    try:
+        execute_together(
+            [
+                (m._monitor(), "pmemsave", {"val": address, "size": size, "filename": str(path)})
+                for m, path in zip(machines, paths)
+            ],
+            COMMAND_TIMEOUT,
+        )
+        return [path.read_bytes() for path in paths]
+    finally:
+        for path in paths:
+            path.unlink(missing_ok=True)

@@ -33,7 +33,7 @@ PHASES: Dict[str, Tuple[str, str, str]] = {
     "active": ("#cde0fa", "#3a78d0", "active"),
     "pre-switchover": ("#d3eef0", "#2f8f99", "pre-switchover"),
     "device": ("#d9eed3", "#4d8f3b", "device"),
-    "postcopy-active": ("#dccff4", "#7453c4", "postcopy-active"),
+    "postcopy-active": ("#dccff4", "#7453c4", "postcopy"),
     "postcopy-paused": ("#fbd3a2", "#d27a1c", "paused"),
     "postcopy-recover": ("#f6e48e", "#a88a0c", "recover"),
     "completed": ("#c5eacc", "#2b9a4b", "completed"),
@@ -97,31 +97,62 @@ def render_timeline_svg(report: Mapping[str, Any]) -> str:
     :return: the SVG text, ``WIDTH`` x ``HEIGHT`` pixels, UTF-8 clean.
     """
     timeline = _timeline(report.get("sides") or {})
-    top = _LANE_TOP + len(timeline.lanes) * (_LANE_H + _LANE_GAP) + 10
-    x = _Scale(_time_ticks(timeline.span)[-1], _LEFT, _RIGHT)
-    left_ticks = _ticks(max((v for _, v in timeline.remaining), default=0.0))
-    rates = [v for _, v in timeline.throughput + timeline.dirty]
-    right_ticks = _ticks(max(rates, default=0.0), intervals=len(left_ticks) - 1)
-    y_left = _Scale(left_ticks[-1], _BOTTOM, top)
-    y_right = _Scale(right_ticks[-1], _BOTTOM, top)
+    frame = _frame(timeline)
     parts = [
         _header(report),
-        *_phase_marks(timeline, x, top),
-        *_axes(x, y_left, y_right, left_ticks, right_ticks),
-        *_series(timeline, x, y_left, y_right),
-        *_lanes(timeline, x),
+        *_phase_marks(timeline, frame),
+        *_axes(frame),
+        *_series(timeline, frame),
+        *_lanes(timeline, frame.x),
         *_legend(timeline),
     ]
-    if not (timeline.remaining or rates):
-        parts.append(_text((_LEFT + _RIGHT) / 2, (top + _BOTTOM) / 2, "no samples recorded",
-                           anchor="middle", fill=MUTED_INK, size=13))  # fmt: skip
+    if not (frame.left_ticks or frame.right_ticks):
+        middle = (frame.top + _BOTTOM) / 2
+        parts.append(_text((_LEFT + _RIGHT) / 2, middle, "no RAM figures recorded",
+                           anchor="middle", fill=MUTED_INK, font_size=13))  # fmt: skip
     title = escape(f"Migration timeline of {report.get('test', 'an unnamed test')}")
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
         f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="system-ui, -apple-system, '
         f"'Segoe UI', Roboto, 'DejaVu Sans', sans-serif\" font-size=\"11\" "
         f'fill="{TEXT_INK}" role="img">\n<title>{title}</title>\n'
-        f'<rect width="{WIDTH}" height="{HEIGHT}" fill="#ffffff"/>\n' + "\n".join(parts) + "\n</svg>\n"
+        f'<rect width="{WIDTH}" height="{HEIGHT}" fill="#ffffff"/>\n'
+        + "\n".join(parts)
+        + "\n</svg>\n"
+    )
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """Where things go: the scales, and the ticks of each value axis.
+
+    An axis without data has no tick labels (its grid still shows).
+    """
+
+    top: float
+    x: _Scale
+    y_left: _Scale
+    y_right: _Scale
+    left_ticks: List[float]
+    right_ticks: List[float]
+    #: The pixel heights of the horizontal grid lines, from the bottom up.
+    grid: List[float]
+
+
+def _frame(timeline: _Timeline) -> _Frame:
+    """Scales whose value axes share grid lines: the same number of intervals."""
+    top = _LANE_TOP + len(timeline.lanes) * (_LANE_H + _LANE_GAP) + 10
+    left = _ticks(max((v for _, v in timeline.remaining), default=0.0))
+    rates = [v for _, v in timeline.throughput + timeline.dirty]
+    right = _ticks(max(rates, default=0.0), intervals=len(left) - 1)
+    return _Frame(
+        top=top,
+        x=_Scale(timeline.span, _LEFT, _RIGHT),
+        y_left=_Scale(left[-1], _BOTTOM, top),
+        y_right=_Scale(right[-1], _BOTTOM, top),
+        left_ticks=left if timeline.remaining else [],
+        right_ticks=right if rates else [],
+        grid=[_Scale(left[-1], _BOTTOM, top)(v) for v in left],
     )
 
 
@@ -137,7 +168,9 @@ def _timeline(sides: Mapping[str, Any]) -> _Timeline:
     span = max(max(stamps, default=0.0) - origin, MIN_SPAN)
     lanes: Dict[str, List[_Phase]] = {}
     for name, start in starts.items():
-        moments = [(start + p["t"] - origin, str(p["status"])) for p in sides[name].get("phases", [])]
+        moments = [
+            (start + p["t"] - origin, str(p["status"])) for p in sides[name].get("phases", [])
+        ]
         if moments:
             ends = [t for t, _ in moments[1:]] + [span]
             lanes[name] = [_Phase(name, s, t, end) for (t, s), end in zip(moments, ends)]
@@ -175,7 +208,9 @@ def _ticks(hi: float, intervals: int = 0) -> List[float]:
 
 
 def _time_ticks(span: float) -> List[float]:
-    return _ticks(span, 0)
+    """Ticks inside ``[0, span]``: the time axis ends with the last record."""
+    ticks = _ticks(span)
+    return [t for t in ticks if t <= span * (1 + 1e-9)]
 
 
 def _fmt(value: float, step: float) -> str:
@@ -205,12 +240,13 @@ def _header(report: Mapping[str, Any]) -> str:
         if key in final:
             outcome.append(f"{label} {final[key]} ms")
     ink = PHASES.get(status, _OTHER_PHASE)[1] if status in ("completed", "failed") else TEXT_INK
-    return "\n".join([
-        _text(16, _TITLE_Y, name, font_size=15, font_weight=600),
-        _text(16 + len(name) * 8.6 + 10, _TITLE_Y, variant, fill=MUTED_INK, font_size=12),
-        _text(WIDTH - 16, _TITLE_Y, "  ·  ".join(outcome), anchor="end", fill=ink, font_size=12,
-              font_weight=600),
-    ])  # fmt: skip
+    return (
+        f'<text x="16" y="{_TITLE_Y}"><tspan font-size="15" font-weight="600">{escape(name)}'
+        f'</tspan><tspan dx="10" font-size="12" fill="{MUTED_INK}">{escape(variant)}</tspan>'
+        "</text>\n"
+        + _text(WIDTH - 16, _TITLE_Y, "  ·  ".join(outcome), anchor="end", fill=ink,
+                font_size=12, font_weight=600)
+    )  # fmt: skip
 
 
 def _lanes(timeline: _Timeline, x: _Scale) -> List[str]:
@@ -229,24 +265,25 @@ def _lanes(timeline: _Timeline, x: _Scale) -> List[str]:
                 f'<g><title>{escape(tip)}</title><rect x="{x0}" y="{y}" width="{width:.1f}" '
                 f'height="{_LANE_H}" rx="2" fill="{fill}" stroke="{ink}" stroke-width="0.6"/>'
             )
-            if len(label) * _CHAR_W + 6 <= width:
-                out.append(_text(x0 + 4, y + _LANE_H - 3.5, label, font_size=10))
+            fitting = [t for t in (phase.status, label) if len(t) * _CHAR_W * 0.92 + 6 <= width]
+            if fitting:
+                out.append(_text(x0 + 4, y + _LANE_H - 3.5, fitting[0], font_size=10))
             out.append("</g>")
     return out
 
 
-def _phase_marks(timeline: _Timeline, x: _Scale, top: float) -> List[str]:
+def _phase_marks(timeline: _Timeline, frame: _Frame) -> List[str]:
     """Tint the plot by the source's status; a line at every status change.
 
     Source changes are solid lines, the other sides' dashed ones.
     """
-    out = []
+    out, x, top = [], frame.x, frame.top
     for phase in timeline.lanes.get("src", []):
         fill = PHASES.get(phase.status, _OTHER_PHASE)[0]
         width = max(x(phase.end) - x(phase.start), 0.0)
         out.append(
             f'<rect x="{x(phase.start)}" y="{top}" width="{width:.1f}" '
-            f'height="{_BOTTOM - top}" fill="{fill}" opacity="0.28"/>'
+            f'height="{_BOTTOM - top}" fill="{fill}" opacity="0.22"/>'
         )
     for side, phases in timeline.lanes.items():
         dash = "" if side == "src" else ' stroke-dasharray="4 3"'
@@ -260,26 +297,25 @@ def _phase_marks(timeline: _Timeline, x: _Scale, top: float) -> List[str]:
     return out
 
 
-def _axes(
-    x: _Scale, y_left: _Scale, y_right: _Scale, left: List[float], right: List[float]
-) -> List[str]:
+def _axes(frame: _Frame) -> List[str]:
     """Grid lines, three axes with their ticks, and the units."""
-    out = []
-    for low, high in zip(left, right):
-        y = y_left(low)
-        if low:
-            out.append(f'<line x1="{_LEFT}" y1="{y}" x2="{_RIGHT}" y2="{y}" stroke="{GRID_INK}"/>')
-        out.append(_text(_LEFT - 6, y + 4, _fmt(low, left[1]), anchor="end", fill=REMAINING_INK))
-        out.append(_text(_RIGHT + 6, y + 4, _fmt(high, right[1]), fill=THROUGHPUT_INK))
+    out, x, top = [], frame.x, frame.top
+    for y in frame.grid[1:]:
+        out.append(f'<line x1="{_LEFT}" y1="{y}" x2="{_RIGHT}" y2="{y}" stroke="{GRID_INK}"/>')
+    for ticks, tick_x, anchor, ink in (
+        (frame.left_ticks, _LEFT - 6, "end", REMAINING_INK),
+        (frame.right_ticks, _RIGHT + 6, "start", THROUGHPUT_INK),
+    ):
+        for value, y in zip(ticks, frame.grid):
+            out.append(_text(tick_x, y + 4, _fmt(value, ticks[1]), anchor=anchor, fill=ink))
     times = _time_ticks(x.hi)
     for t in times:
         out.append(f'<line x1="{x(t)}" y1="{_BOTTOM}" x2="{x(t)}" y2="{_BOTTOM + 4}" '
                    f'stroke="{MUTED_INK}"/>')  # fmt: skip
         out.append(_text(x(t), _BOTTOM + 16, f"{_fmt(t, times[1])} s", anchor="middle"))
-    mid = (y_left.a + y_left.b) / 2
+    mid = (_BOTTOM + top) / 2
     out += [
-        f'<path d="M{_LEFT},{y_left.b} V{_BOTTOM} H{_RIGHT} V{y_left.b}" fill="none" '
-        f'stroke="{MUTED_INK}"/>',
+        f'<path d="M{_LEFT},{top} V{_BOTTOM} H{_RIGHT} V{top}" fill="none" stroke="{MUTED_INK}"/>',
         _text(18, mid, "remaining RAM (MiB)", anchor="middle", fill=REMAINING_INK,
               transform=f"rotate(-90 18 {mid})"),
         _text(WIDTH - 14, mid, "rate (Mbit/s)", anchor="middle", fill=THROUGHPUT_INK,
@@ -292,9 +328,9 @@ def _path(points: Sequence[Point], x: _Scale, y: _Scale) -> str:
     return " ".join(f"{x(t)},{y(v)}" for t, v in points)
 
 
-def _series(timeline: _Timeline, x: _Scale, y_left: _Scale, y_right: _Scale) -> List[str]:
+def _series(timeline: _Timeline, frame: _Frame) -> List[str]:
     """The three curves; a lone sample is a dot, as a line needs two."""
-    out = []
+    out, x, y_left, y_right = [], frame.x, frame.y_left, frame.y_right
     if len(timeline.remaining) > 1:
         first, last = timeline.remaining[0][0], timeline.remaining[-1][0]
         out.append(
@@ -339,7 +375,7 @@ def _legend(timeline: _Timeline) -> List[str]:
                    f'fill="{fill}" stroke="{ink}" stroke-width="0.6"/>')  # fmt: skip
         out.append(_text(cursor + 19, y, status, fill=MUTED_INK))
         cursor += 19 + len(status) * _CHAR_W + 16
-    if timeline.lanes.keys() - {"src"}:
-        out.append(_text(_RIGHT, y, "lines: src solid, other sides dashed", anchor="end",
-                         fill=MUTED_INK))  # fmt: skip
+    note = "src changes solid, other sides dashed"
+    if timeline.lanes.keys() - {"src"} and cursor + len(note) * _CHAR_W <= WIDTH - 16:
+        out.append(_text(WIDTH - 16, y, note, anchor="end", fill=MUTED_INK))
     return out

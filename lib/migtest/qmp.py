@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from qemu.qmp import ConnectError, ExecInterruptedError, ExecuteError, QMPClient
 from qemu.qmp import QMPError as _ClientError
@@ -23,12 +23,15 @@ Message = Dict[str, Any]
 _loop: Optional[asyncio.AbstractEventLoop] = None
 
 
-def _event_loop() -> asyncio.AbstractEventLoop:
-    """The private event loop shared by every connection of this process."""
+def _run(coro: Any, timeout: float, what: str) -> Any:
+    """Run ``coro`` on the private event loop shared by every connection."""
     global _loop
     if _loop is None or _loop.is_closed():
         _loop = asyncio.new_event_loop()
-    return _loop
+    try:
+        return _loop.run_until_complete(asyncio.wait_for(coro, timeout))
+    except asyncio.TimeoutError:
+        raise WaitTimeout(what, timeout, "no answer from QEMU") from None
 
 
 class QMPConnection:
@@ -44,12 +47,6 @@ class QMPConnection:
         self._client = QMPClient(name)
         self._log = logging.getLogger(f"migtest.qmp.{name}")
 
-    def _run(self, coro: Any, timeout: float, what: str) -> Any:
-        try:
-            return _event_loop().run_until_complete(asyncio.wait_for(coro, timeout))
-        except asyncio.TimeoutError:
-            raise WaitTimeout(what, timeout, "no answer from QEMU") from None
-
     def connect(self, timeout: float) -> None:
         """Read QEMU's greeting and negotiate capabilities.
 
@@ -57,7 +54,7 @@ class QMPConnection:
         :raise WaitTimeout: no greeting within ``timeout`` seconds.
         """
         try:
-            self._run(self._client.connect(self._sock), timeout, f"the QMP greeting of {self.name}")
+            _run(self._client.connect(self._sock), timeout, f"the QMP greeting of {self.name}")
         except ConnectError as exc:
             raise QMPConnectionLost(f"{self.name}: QMP connection failed: {exc}") from exc
 
@@ -70,13 +67,14 @@ class QMPConnection:
         :raise QMPConnectionLost: the connection broke before the answer.
         :raise WaitTimeout: no answer within ``timeout`` seconds.
         """
+        what = f"the answer of {self.name} to '{command}'"
+        return _run(self.execute_async(command, arguments), timeout, what)
+
+    async def execute_async(self, command: str, arguments: Optional[Mapping[str, object]]) -> Any:
+        """:meth:`execute` as a coroutine, for :func:`execute_together`."""
         self._log.debug("-> %s %s", command, dict(arguments or {}))
         try:
-            result = self._run(
-                self._client.execute(command, arguments),
-                timeout,
-                f"the answer of {self.name} to '{command}'",
-            )
+            result = await self._client.execute(command, arguments)
         except ExecuteError as exc:
             raise QMPError(self.name, command, exc.error_class, str(exc)) from exc
         except (ExecInterruptedError, EOFError, OSError, _ClientError) as exc:
@@ -101,24 +99,49 @@ class QMPConnection:
         listener = self._client.events
         if listener.empty():
             # One turn of the loop lets the reader take in what QEMU sent.
-            self._run(asyncio.sleep(0), 1.0, "the event loop")
+            _run(asyncio.sleep(0), 1.0, "the event loop")
         if listener.empty() and timeout <= 0:
             return None
         try:
             # asyncio.wait_for gives up at once with a timeout of 0, even
             # for a ready queue: allow a moment when an event is waiting.
             wait = timeout if listener.empty() else max(timeout, 1.0)
-            return dict(self._run(listener.get(), wait, "an event"))
+            return dict(_run(listener.get(), wait, "an event"))
         except WaitTimeout:
             return None
 
     def close(self) -> None:
         """Disconnect.  Safe to call twice, and after QEMU has gone."""
         try:
-            self._run(self._client.disconnect(), 5.0, f"{self.name} to disconnect")
+            _run(self._client.disconnect(), 5.0, f"{self.name} to disconnect")
         except (EOFError, OSError, _ClientError, WaitTimeout) as exc:
             # A QEMU that exited (after 'quit', or killed) leaves the reader
             # with EOF: expected, and nothing is left to clean up.
             self._log.debug("disconnect: %r", exc)
         finally:
             self._sock.close()
+
+
+def execute_together(
+    calls: Sequence[Tuple[QMPConnection, str, Optional[Mapping[str, object]]]], timeout: float
+) -> List[Any]:
+    """Run one command on each of several QEMUs at the same time.
+
+    For slow commands on both sides of a migration (dumping RAM), which
+    then take as long as one, each QEMU working on its own core.
+
+    :return: the results, in the order of ``calls``.
+    :raise QMPError: the first error, once every command has finished.
+    """
+
+    async def together() -> List[Any]:
+        coros = [connection.execute_async(command, args) for connection, command, args in calls]
+        results = await asyncio.gather(*coros, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return list(results)
+
+    names = ", ".join(f"{connection.name} '{command}'" for connection, command, _ in calls)
+    results: List[Any] = _run(together(), timeout, f"the answers to {names}")
+    return results

@@ -1,0 +1,370 @@
+"""One HTML page for an Avocado job: every migration test on every variant.
+
+Avocado's own reports list tests one by one; across the architecture matrix
+the question is rather "which test fails where".  This page answers it with
+a grid, one row per test and one column per architecture and accelerator,
+each cell giving the status, QEMU's total time and downtime, and links to
+the test's timeline plot and its ``debug.log``.  It reads only what the job
+left on disk (``results.json``, ``jobdata/`` and each test's
+``migration.json``), so it works on any finished job, copied or not::
+
+    python -m migtest.jobreport ~/avocado/job-results/latest
+
+The page is self-contained: the CSS is inline, and it links to files of the
+job by relative paths, so the directory can be archived or served as is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from urllib.parse import quote
+
+from .errors import MigtestError
+from .plot import render_timeline_svg
+
+#: The page's name in the job directory, unless told otherwise.
+REPORT_FILE = "migration-report.html"
+#: What :class:`migtest.test.MigrationTest` writes in each test's ``data/``.
+METRICS_FILE = "migration.json"
+#: The timeline plot, written next to ``METRICS_FILE`` when missing.
+PLOT_FILE = "migration.svg"
+#: A test's parameters when neither its variant nor ``-p`` set them (README).
+DEFAULTS = {"arch": "x86_64", "accel": "auto"}
+#: Statuses in the order the header counts them, with results.json's keys.
+TOTALS = (("PASS", "pass"), ("FAIL", "failures"), ("ERROR", "errors"), ("WARN", "warn"),
+          ("INTERRUPTED", "interrupt"), ("CANCEL", "cancel"), ("SKIP", "skip"))  # fmt: skip
+
+_CSS_PATH = Path(__file__).with_name("jobreport.css")
+
+
+class NotAJobDirectory(MigtestError):
+    """The directory given holds no Avocado job results."""
+
+
+@dataclass(frozen=True)
+class TestRun:
+    """One test of the job, on one variant."""
+
+    #: The test without its variant: ``tests/migration/precopy.py:Precopy.test_unix``.
+    name: str
+    #: Avocado's variant id (``run-accel-tcg-arch-x86_64-652f``), None without variants.
+    variant_id: Optional[str]
+    status: str
+    elapsed: Optional[float]
+    fail_reason: str
+    whiteboard: str
+    logdir: Path
+    #: The test's ``migration.json``; empty when it wrote none or it is unreadable.
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    metrics_error: str = ""
+
+    @property
+    def debug_log(self) -> Path:
+        return self.logdir / "debug.log"
+
+    @property
+    def plot(self) -> Path:
+        return self.logdir / "data" / PLOT_FILE
+
+
+@dataclass(frozen=True)
+class Job:
+    """What the report shows of a job."""
+
+    directory: Path
+    job_id: str
+    start: str
+    elapsed: Optional[float]
+    totals: Dict[str, int]
+    runs: List[TestRun]
+    #: Variant id -> (arch, accel) of the column, in the order the job ran them.
+    columns: Dict[Optional[str], Tuple[str, str]]
+
+
+def load_job(directory: Path) -> Job:
+    """Read an Avocado job results directory.
+
+    :raise NotAJobDirectory: ``directory`` is missing, or has no readable
+        ``results.json`` as Avocado writes it.
+    """
+    results = _read_results(directory)
+    runs = [_test_run(directory, entry) for entry in results["tests"]]
+    return Job(
+        directory=directory,
+        job_id=str(results.get("job_id", directory.name)),
+        start=str(results.get("start", "")).split(".")[0],
+        elapsed=results.get("time"),
+        totals={status: int(results.get(key, 0)) for status, key in TOTALS},
+        runs=runs,
+        columns=_columns(runs, _variant_params(directory)),
+    )
+
+
+def _read_results(directory: Path) -> Dict[str, Any]:
+    what = f"{directory} is not an Avocado job results directory"
+    if not directory.is_dir():
+        raise NotAJobDirectory(f"{what}: it does not exist or is not a directory")
+    path = directory / "results.json"
+    if not path.is_file():
+        hint = ""
+        if (directory / "latest" / "results.json").is_file():
+            hint = f" (its latest job is {directory / 'latest'})"
+        raise NotAJobDirectory(f"{what}: it has no results.json{hint}")
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise NotAJobDirectory(f"{what}: cannot read {path}: {exc}") from exc
+    if not isinstance(results, dict) or not isinstance(results.get("tests"), list):
+        raise NotAJobDirectory(f"{what}: {path} has no list of tests")
+    return results
+
+
+def _test_run(directory: Path, entry: Mapping[str, Any]) -> TestRun:
+    """One entry of results.json, with its metrics read from its logdir.
+
+    The logdir recorded is absolute; when the job was moved, the same
+    directory under ``test-results`` is used.
+    """
+    name, _, variant = str(entry.get("name", "?")).partition(";")
+    logdir = Path(str(entry.get("logdir", "")))
+    if not logdir.is_dir():
+        logdir = directory / "test-results" / logdir.name
+    metrics: Mapping[str, Any] = {}
+    error = ""
+    path = logdir / "data" / METRICS_FILE
+    if path.is_file():
+        try:
+            metrics = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            error = f"unreadable {METRICS_FILE}: {exc}"
+    return TestRun(
+        name=name,
+        variant_id=variant or None,
+        status=str(entry.get("status") or "?"),
+        elapsed=entry.get("time_elapsed"),
+        fail_reason=str(entry.get("fail_reason") or ""),
+        whiteboard=str(entry.get("whiteboard") or ""),
+        logdir=logdir,
+        metrics=metrics if isinstance(metrics, dict) else {},
+        metrics_error=error,
+    )
+
+
+def _variant_params(directory: Path) -> Dict[Optional[str], Dict[str, str]]:
+    """The ``arch`` and ``accel`` each variant sets, over the ``-p`` ones.
+
+    Avocado keeps no parameters in results.json, but the variants it ran in
+    ``jobdata/variants-*.json`` and the command line's ``-p`` in
+    ``jobdata/args.json``.
+    """
+    jobdata = directory / "jobdata"
+    given = dict(DEFAULTS)
+    args = _read_json(jobdata / "args.json")
+    if isinstance(args, dict):
+        for pair in args.get("run.test_parameters") or []:
+            if isinstance(pair, list) and len(pair) == 2:
+                given[str(pair[0])] = str(pair[1])
+    params: Dict[Optional[str], Dict[str, str]] = {None: given}
+    for path in sorted(jobdata.glob("variants-*.json")):
+        for variant in _read_json(path) or []:
+            values = dict(given)
+            for _, leaves in variant.get("variant") or []:
+                values.update({str(key): str(value) for _, key, value in leaves})
+            params[variant.get("variant_id")] = values
+    return params
+
+
+def _read_json(path: Path) -> Any:
+    """A JSON file's contents, or None: what jobdata lacks, defaults replace."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+def _columns(
+    runs: Sequence[TestRun], params: Mapping[Optional[str], Mapping[str, str]]
+) -> Dict[Optional[str], Tuple[str, str]]:
+    """Label each variant by the arch and accel its tests really used.
+
+    A ``migration.json`` tells the accelerator ``auto`` became; a variant
+    without one is labelled from its parameters.
+    """
+    columns: Dict[Optional[str], Tuple[str, str]] = {}
+    for run in runs:
+        fallback = params.get(run.variant_id, params[None])
+        columns.setdefault(run.variant_id, (fallback["arch"], fallback["accel"]))
+        if run.metrics.get("arch") and run.metrics.get("accel"):
+            columns[run.variant_id] = (str(run.metrics["arch"]), str(run.metrics["accel"]))
+    return columns
+
+
+def write_plots(job: Job) -> List[Path]:
+    """Draw the timeline of every test that has metrics and no plot yet.
+
+    :return: the plots written.
+    """
+    written = []
+    for run in job.runs:
+        if run.metrics and not run.plot.exists():
+            run.plot.write_text(render_timeline_svg(run.metrics), encoding="utf-8")
+            written.append(run.plot)
+    return written
+
+
+def write_report(directory: Path, output: Optional[Path] = None) -> Path:
+    """Write the report of the job in ``directory``, and the missing plots.
+
+    :param output: the HTML file; ``directory/migration-report.html`` by default.
+    :raise NotAJobDirectory: see :func:`load_job`.
+    :return: the path of the report.
+    """
+    job = load_job(directory)
+    write_plots(job)
+    output = output or directory / REPORT_FILE
+    output.write_text(render_html(job, output.parent), encoding="utf-8")
+    return output
+
+
+def render_html(job: Job, base: Path) -> str:
+    """The report page; links are relative to ``base``, the page's directory."""
+    results_html = job.directory / "results.html"
+    links = [("job.log", job.directory / "job.log")]
+    if results_html.is_file():
+        links.insert(0, ("Avocado's report", results_html))
+    nav = " · ".join(f'<a href="{_href(path, base)}">{escape(label)}</a>' for label, path in links)
+    chips = "".join(
+        f'<span class="chip {status.lower()}">{count} {status}</span>'
+        for status, count in job.totals.items()
+        if count or status == "PASS"
+    )
+    elapsed = f" · {job.elapsed:.1f} s" if isinstance(job.elapsed, (int, float)) else ""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Migration report · job {escape(job.job_id[:7])}</title>
+<style>{_CSS_PATH.read_text(encoding="utf-8")}</style></head>
+<body><header>
+<h1>QEMU migration tests</h1>
+<p class="meta">job <code title="{escape(job.job_id)}">{escape(job.job_id[:12])}</code> ·
+{escape(job.start)}{elapsed} · {len(job.runs)} tests · {nav}</p>
+<p class="totals">{chips}</p>
+</header>
+<main>{_grid(job, base)}</main>
+<footer>Total and downtime are QEMU's (<code>query-migrate</code>, in ms) for the
+last migration of the test; hover a cell for its summary.</footer>
+</body></html>
+"""
+
+
+def _grid(job: Job, base: Path) -> str:
+    """The table: a row per test, a column per variant, runs in the cells."""
+    cells: Dict[Tuple[str, Optional[str]], List[TestRun]] = {}
+    for run in job.runs:
+        cells.setdefault((run.name, run.variant_id), []).append(run)
+    rows = []
+    for name in dict.fromkeys(run.name for run in job.runs):
+        path, _, test = name.rpartition(":")
+        tds = "".join(
+            _cell(cells.get((name, variant), []), base) for variant in job.columns
+        )
+        rows.append(
+            f'<tr><th scope="row"><span class="test">{escape(test or name)}</span>'
+            f'<span class="file">{escape(path)}</span></th>{tds}</tr>'
+        )
+    heads = "".join(
+        f'<th scope="col"><span class="arch">{escape(arch)}</span>'
+        f'<span class="accel">{escape(accel)}</span></th>'
+        for arch, accel in job.columns.values()
+    )
+    return (
+        f'<table class="grid"><thead><tr><th class="corner">test</th>{heads}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _cell(runs: Iterable[TestRun], base: Path) -> str:
+    parts = [_run(run, base) for run in runs]
+    if not parts:
+        return '<td class="cell none" title="not run on this variant">–</td>'
+    status = next(iter(runs)).status.lower() if isinstance(runs, list) else "mixed"
+    return f'<td class="cell {escape(status)}">{"".join(parts)}</td>'
+
+
+def _run(run: TestRun, base: Path) -> str:
+    """A run's status, numbers and links, with its summary as the tooltip."""
+    final = _final(run.metrics)
+    numbers = []
+    if "total-time" in final:
+        numbers.append(f'total <b class="total">{final["total-time"]}</b> ms')
+    if "downtime" in final:
+        numbers.append(f'downtime <b class="downtime">{final["downtime"]}</b> ms')
+    outcome = _outcome(run.metrics)
+    if outcome and outcome != "completed":
+        numbers.append(f'<span class="outcome">migration {escape(outcome)}</span>')
+    if run.metrics_error:
+        numbers.append(f'<span class="outcome">{escape(run.metrics_error)}</span>')
+    links = []
+    if run.plot.is_file():
+        links.append(f'<a href="{_href(run.plot, base)}">plot</a>')
+    if run.debug_log.is_file():
+        links.append(f'<a href="{_href(run.debug_log, base)}">debug.log</a>')
+    elapsed = f"{run.elapsed:.1f} s" if isinstance(run.elapsed, (int, float)) else ""
+    reason = ""
+    if run.status != "PASS" and run.fail_reason not in ("", "<unknown>"):
+        short = run.fail_reason if len(run.fail_reason) <= 90 else run.fail_reason[:88] + "…"
+        reason = f'<div class="reason" title="{escape(run.fail_reason)}">{escape(short)}</div>'
+    return (
+        f'<div class="run" title="{escape(run.whiteboard or run.status)}">'
+        f'<div class="head"><span class="status">{escape(run.status)}</span>'
+        f'<span class="elapsed">{elapsed}</span></div>{reason}'
+        f'<div class="numbers">{"<br>".join(numbers) or "no migration"}</div>'
+        f'<div class="links">{" ".join(links)}</div></div>'
+    )
+
+
+def _final(metrics: Mapping[str, Any]) -> Mapping[str, Any]:
+    src = (metrics.get("sides") or {}).get("src") or {}
+    final = src.get("final") or {}
+    return final if isinstance(final, dict) else {}
+
+
+def _outcome(metrics: Mapping[str, Any]) -> str:
+    """How the source's migration ended: its final status, else its last phase."""
+    src = (metrics.get("sides") or {}).get("src") or {}
+    phases = src.get("phases") or []
+    return str(_final(metrics).get("status") or (phases[-1].get("status") if phases else ""))
+
+
+def _href(path: Path, base: Path) -> str:
+    """A relative URL from the page to ``path``; quoted, so ':' is no scheme."""
+    return escape(quote(os.path.relpath(path, base)))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command line: ``python -m migtest.jobreport JOBDIR [-o FILE]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m migtest.jobreport",
+        description="Write one HTML page of an Avocado job's migration tests: a test x "
+        "variant grid with status, total time and downtime, and each test's timeline plot.",
+    )
+    parser.add_argument("jobdir", type=Path, help="an Avocado job results directory")
+    parser.add_argument("-o", "--output", type=Path, help=f"the page (default JOBDIR/{REPORT_FILE})")
+    args = parser.parse_args(argv)
+    try:
+        output = write_report(args.jobdir, args.output)
+    except NotAJobDirectory as exc:
+        parser.error(str(exc))
+    print(output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
