@@ -15,13 +15,17 @@ VARIANTS    ?= $(VARIANTS_DIR)/arch.yaml $(or $(ACCEL_FILE),$(VARIANTS_DIR)/acce
 # Extra arguments for `avocado run`, e.g. AVOCADO_ARGS="--mux-filter-only /run/arch/s390x".
 AVOCADO_ARGS ?=
 SUITE    = $(AVOCADO) --config avocado.conf run tests/migration $(AVOCADO_ARGS) -m $(VARIANTS)
+# The job `make run` just ran, for migtest-report.
+REPORT_JOB = $(HOME)/avocado/job-results/latest
 STAMP    = $(VENV)/.installed
 TOOLCHAINS = binutils-aarch64-linux-gnu binutils-s390x-linux-gnu binutils-powerpc64-linux-gnu
 
 .PHONY: run check selftests lint qemu toolchains guests venv clean
 
+# The report is written whether the suite passed or not; the suite's
+# verdict is make's.
 run: venv qemu
-	$(SUITE)
+	$(SUITE); status=$$?; $(VENV)/bin/migtest-report $(REPORT_JOB); exit $$status
 
 check: venv qemu toolchains selftests lint
 	MIGTEST_STRICT=1 $(SUITE)

@@ -20,7 +20,10 @@ setup(
         "avocado-framework>=113,<114",
         "avocado-framework-plugin-varianter-yaml-to-mux>=113,<114",
         "qemu.qmp>=0.0.3",
+        # Avocado's own HTML report, next to ours in every job directory.
+        "avocado-framework-plugin-result-html>=113,<114",
     ],
+    entry_points={"console_scripts": ["migtest-report = migtest.jobreport:main"]},
     extras_require={
         # What `make check` needs on top: tests, formatter/linter, type checker,
         # and what the packaging self-test builds a plain install with.

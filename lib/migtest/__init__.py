@@ -11,6 +11,10 @@ The layers, from the bottom up:
 - :mod:`migtest.pair`: a source and a destination, migrated.
 - :mod:`migtest.checks` (pure logic) and :mod:`migtest.verify` (reading the
   guests): whether the migrated guest is intact.
+- :mod:`migtest.metrics`: QEMU's numbers about each migration, over time.
+- :mod:`migtest.proxy`: a proxy that damages or cuts the migration stream.
 - :mod:`migtest.test`: the Avocado base class the tests in
   ``tests/migration`` stand on.
+- :mod:`migtest.plot` and :mod:`migtest.jobreport`: a timeline picture per
+  test, and one HTML page per Avocado job (``migtest-report JOBDIR``).
 """

@@ -18,30 +18,88 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import quote
 
 from .errors import MigtestError
+from .metrics import METRICS_FILE, PLOT_FILE
 from .plot import render_timeline_svg
+
+LOG = logging.getLogger(__name__)
 
 #: The page's name in the job directory, unless told otherwise.
 REPORT_FILE = "migration-report.html"
-#: What :class:`migtest.test.MigrationTest` writes in each test's ``data/``.
-METRICS_FILE = "migration.json"
-#: The timeline plot, written next to ``METRICS_FILE`` when missing.
-PLOT_FILE = "migration.svg"
 #: A test's parameters when neither its variant nor ``-p`` set them (README).
 DEFAULTS = {"arch": "x86_64", "accel": "auto"}
 #: Statuses in the order the header counts them, with results.json's keys.
 TOTALS = (("PASS", "pass"), ("FAIL", "failures"), ("ERROR", "errors"), ("WARN", "warn"),
           ("INTERRUPTED", "interrupt"), ("CANCEL", "cancel"), ("SKIP", "skip"))  # fmt: skip
 
-_CSS_PATH = Path(__file__).with_name("jobreport.css")
+#: The page's style: inline, so the page needs nothing from the network.
+CSS = """
+:root { --ink: #1f2328; --muted: #656d76; --line: #d8dee4; --bg: #f6f8fa; --pass: #1a7f37;
+  --pass-bg: #e6f6ea; --fail: #cf222e; --fail-bg: #ffebe9; --error: #a40e26; --error-bg: #ffe0dc;
+  --warn: #9a6700; --warn-bg: #fff5cc; --interrupted: #8250df; --interrupted-bg: #f5edff;
+  --cancel: #57606a; --cancel-bg: #eef1f4; }
+* { box-sizing: border-box; }
+body { margin: 0; background: var(--bg); color: var(--ink);
+  font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; }
+header { background: #fff; border-bottom: 1px solid var(--line); padding: 18px 28px 14px; }
+h1 { font-size: 20px; margin: 0 0 4px; font-weight: 600; }
+h2 { font-size: 16px; font-weight: 600; margin: 28px 0 10px; }
+.meta { margin: 0; color: var(--muted); }
+code { font: 12.5px ui-monospace, "DejaVu Sans Mono", monospace; background: var(--bg);
+  padding: 1px 5px; border-radius: 4px; }
+a { color: #0969da; text-decoration: none; } a:hover { text-decoration: underline; }
+.totals { margin: 10px 0 0; display: flex; gap: 8px; flex-wrap: wrap; }
+.chip { font-weight: 600; font-size: 13px; padding: 2px 10px; border-radius: 999px; }
+main { padding: 22px 28px; overflow-x: auto; }
+table.grid { border-collapse: separate; border-spacing: 0; background: #fff;
+  border: 1px solid var(--line); border-radius: 8px; overflow: hidden; }
+.grid th, .grid td { border-bottom: 1px solid var(--line); padding: 8px 12px;
+  vertical-align: top; text-align: left; }
+.grid tbody tr:last-child > * { border-bottom: none; }
+.grid thead th { background: #fafbfc; font-weight: 600; }
+.grid thead th.corner { color: var(--muted); font-weight: 500; }
+.grid th[scope=row] { font-weight: 400; white-space: nowrap; border-right: 1px solid var(--line); }
+.test, .arch { display: block; font-weight: 600; }
+.file, .accel { display: block; color: var(--muted); font-size: 12px; font-weight: 400; }
+.cell { border-left: 3px solid var(--cancel); font-size: 13px; min-width: 215px;
+  background: var(--cancel-bg); }
+.cell.none { background: #fff; border-left-color: transparent; }
+.head { display: flex; justify-content: space-between; gap: 12px; align-items: baseline; }
+.status { font-weight: 700; font-size: 12px; letter-spacing: .04em; padding: 1px 7px;
+  border-radius: 4px; }
+.status, .chip { background: var(--cancel); color: #fff; }
+.elapsed, .outcome { color: var(--muted); font-size: 12px; }
+.numbers { margin-top: 4px; color: var(--muted); } .numbers span { white-space: nowrap; }
+.numbers b { color: var(--ink); font-weight: 600; font-variant-numeric: tabular-nums; }
+.reason { margin-top: 4px; font-size: 12px; max-width: 260px; color: var(--cancel); }
+.links { margin-top: 4px; display: flex; gap: 10px; font-size: 12.5px; }
+.run + .run { margin-top: 8px; padding-top: 8px; border-top: 1px dashed var(--line); }
+.none { color: #afb8c1; text-align: center; vertical-align: middle; }
+details { background: #fff; border: 1px solid var(--line); border-radius: 8px; margin-bottom: 8px; }
+summary { cursor: pointer; padding: 8px 14px; font-weight: 600; }
+summary .file { display: inline; margin-left: 8px; }
+.plots { display: flex; flex-wrap: wrap; gap: 12px; padding: 4px 14px 14px; }
+figure { margin: 0; } figcaption { color: var(--muted); font-size: 12px; margin-top: 3px; }
+figure img { display: block; width: 800px; max-width: 100%; height: auto;
+  border: 1px solid var(--line); border-radius: 6px; }
+footer { padding: 0 28px 28px; color: var(--muted); font-size: 12.5px; }
+footer code { padding: 0; background: none; }
+"""
+#: Per status: its cell's tint and bar, its badge, chip and reason in its colour.
+_STATUS_COLOURS = """
+.cell.{s} {{ background: var(--{s}-bg); border-left-color: var(--{s}); }}
+.{s} .status, .chip.{s} {{ background: var(--{s}); color: #fff; }}
+.{s} .reason {{ color: var(--{s}); }}
+"""
 
 
 class NotAJobDirectory(MigtestError):
@@ -129,13 +187,15 @@ def _read_results(directory: Path) -> Dict[str, Any]:
 def _test_run(directory: Path, entry: Mapping[str, Any]) -> TestRun:
     """One entry of results.json, with its metrics read from its logdir.
 
-    The logdir recorded is absolute; when the job was moved, the same
-    directory under ``test-results`` is used.
+    The logdir recorded is absolute, and still points to the original when
+    the job was copied: the same directory under this job's
+    ``test-results`` comes first.
     """
     name, _, variant = str(entry.get("name", "?")).partition(";")
-    logdir = Path(str(entry.get("logdir", "")))
-    if not logdir.is_dir():
-        logdir = directory / "test-results" / logdir.name
+    recorded = Path(str(entry.get("logdir") or "missing-logdir"))
+    logdir = directory / "test-results" / recorded.name
+    if not logdir.is_dir() and recorded.is_absolute():
+        logdir = recorded
     metrics: Mapping[str, Any] = {}
     error = ""
     path = logdir / "data" / METRICS_FILE
@@ -214,7 +274,12 @@ def write_plots(job: Job) -> List[Path]:
     written = []
     for run in job.runs:
         if run.metrics and not run.plot.exists():
-            run.plot.write_text(render_timeline_svg(run.metrics), encoding="utf-8")
+            try:
+                svg = render_timeline_svg(run.metrics)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                LOG.warning("%s: no plot, its %s is malformed: %r", run.name, METRICS_FILE, exc)
+                continue
+            run.plot.write_text(svg, encoding="utf-8")
             written.append(run.plot)
     return written
 
@@ -229,6 +294,7 @@ def write_report(directory: Path, output: Optional[Path] = None) -> Path:
     job = load_job(directory)
     write_plots(job)
     output = output or directory / REPORT_FILE
+    output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(render_html(job, output.parent), encoding="utf-8")
     return output
 
@@ -250,18 +316,28 @@ def render_html(job: Job, base: Path) -> str:
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Migration report · job {escape(job.job_id[:7])}</title>
-<style>{_CSS_PATH.read_text(encoding="utf-8")}</style></head>
+<style>{_css()}</style></head>
 <body><header>
 <h1>QEMU migration tests</h1>
 <p class="meta">job <code title="{escape(job.job_id)}">{escape(job.job_id[:12])}</code> ·
 {escape(job.start)}{elapsed} · {len(job.runs)} tests · {nav}</p>
 <p class="totals">{chips}</p>
 </header>
-<main>{_grid(job, base)}</main>
+<main>{_grid(job, base)}{_timelines(job, base)}</main>
 <footer>Total and downtime are QEMU's (<code>query-migrate</code>, in ms) for the
 last migration of the test; hover a cell for its summary.</footer>
 </body></html>
 """
+
+
+def _css() -> str:
+    """The style; SKIP and unknown statuses look like CANCEL, a PASS is not tinted."""
+    statuses = ("pass", "fail", "error", "warn", "interrupted")
+    return (
+        CSS
+        + "".join(_STATUS_COLOURS.format(s=s) for s in statuses)
+        + ".cell.pass { background: #fff; }\n"
+    )
 
 
 def _grid(job: Job, base: Path) -> str:
@@ -270,11 +346,9 @@ def _grid(job: Job, base: Path) -> str:
     for run in job.runs:
         cells.setdefault((run.name, run.variant_id), []).append(run)
     rows = []
-    for name in dict.fromkeys(run.name for run in job.runs):
+    for name in _test_names(job):
         path, _, test = name.rpartition(":")
-        tds = "".join(
-            _cell(cells.get((name, variant), []), base) for variant in job.columns
-        )
+        tds = "".join(_cell(cells.get((name, variant), []), base) for variant in job.columns)
         rows.append(
             f'<tr><th scope="row"><span class="test">{escape(test or name)}</span>'
             f'<span class="file">{escape(path)}</span></th>{tds}</tr>'
@@ -290,12 +364,39 @@ def _grid(job: Job, base: Path) -> str:
     )
 
 
-def _cell(runs: Iterable[TestRun], base: Path) -> str:
-    parts = [_run(run, base) for run in runs]
-    if not parts:
-        return '<td class="cell none" title="not run on this variant">–</td>'
-    status = next(iter(runs)).status.lower() if isinstance(runs, list) else "mixed"
-    return f'<td class="cell {escape(status)}">{"".join(parts)}</td>'
+def _timelines(job: Job, base: Path) -> str:
+    """Every test's plots, one folded section per test, the first open."""
+    sections: List[str] = []
+    for index, name in enumerate(_test_names(job)):
+        figures = "".join(
+            f'<figure><a href="{_href(run.plot, base)}"><img src="{_href(run.plot, base)}" '
+            f'loading="lazy" alt="migration timeline of {escape(name)}"></a>'
+            f"<figcaption>{escape(' / '.join(job.columns[run.variant_id]))} · "
+            f"{escape(run.status)}</figcaption></figure>"
+            for run in job.runs
+            if run.name == name and run.plot.is_file()
+        )
+        if figures:
+            path, _, test = name.rpartition(":")
+            sections.append(
+                f'<details id="timeline-{index}"{" open" if not sections else ""}><summary>'
+                f'{escape(test or name)}<span class="file">{escape(path)}</span></summary>'
+                f'<div class="plots">{figures}</div></details>'
+            )
+    return "<h2>Timelines</h2>" + "".join(sections) if sections else ""
+
+
+def _test_names(job: Job) -> List[str]:
+    """The tests, without variants, in the order the job ran them."""
+    return list(dict.fromkeys(run.name for run in job.runs))
+
+
+def _cell(runs: Sequence[TestRun], base: Path) -> str:
+    """A grid cell, coloured by its last run (a test may run twice on a variant)."""
+    if not runs:
+        return '<td class="cell none" title="not run on this variant">&ndash;</td>'
+    status = runs[-1].status.lower()
+    return f'<td class="cell {escape(status)}">{"".join(_run(run, base) for run in runs)}</td>'
 
 
 def _run(run: TestRun, base: Path) -> str:
@@ -303,9 +404,9 @@ def _run(run: TestRun, base: Path) -> str:
     final = _final(run.metrics)
     numbers = []
     if "total-time" in final:
-        numbers.append(f'total <b class="total">{final["total-time"]}</b> ms')
+        numbers.append(f'<span>total <b class="total">{final["total-time"]}</b> ms</span>')
     if "downtime" in final:
-        numbers.append(f'downtime <b class="downtime">{final["downtime"]}</b> ms')
+        numbers.append(f'<span>downtime <b class="downtime">{final["downtime"]}</b> ms</span>')
     outcome = _outcome(run.metrics)
     if outcome and outcome != "completed":
         numbers.append(f'<span class="outcome">migration {escape(outcome)}</span>')
@@ -325,21 +426,19 @@ def _run(run: TestRun, base: Path) -> str:
         f'<div class="run" title="{escape(run.whiteboard or run.status)}">'
         f'<div class="head"><span class="status">{escape(run.status)}</span>'
         f'<span class="elapsed">{elapsed}</span></div>{reason}'
-        f'<div class="numbers">{"<br>".join(numbers) or "no migration"}</div>'
+        f'<div class="numbers">{" · ".join(numbers) or "no migration"}</div>'
         f'<div class="links">{" ".join(links)}</div></div>'
     )
 
 
 def _final(metrics: Mapping[str, Any]) -> Mapping[str, Any]:
-    src = (metrics.get("sides") or {}).get("src") or {}
-    final = src.get("final") or {}
+    final = ((metrics.get("sides") or {}).get("src") or {}).get("final") or {}
     return final if isinstance(final, dict) else {}
 
 
 def _outcome(metrics: Mapping[str, Any]) -> str:
     """How the source's migration ended: its final status, else its last phase."""
-    src = (metrics.get("sides") or {}).get("src") or {}
-    phases = src.get("phases") or []
+    phases = ((metrics.get("sides") or {}).get("src") or {}).get("phases") or []
     return str(_final(metrics).get("status") or (phases[-1].get("status") if phases else ""))
 
 
@@ -356,7 +455,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "variant grid with status, total time and downtime, and each test's timeline plot.",
     )
     parser.add_argument("jobdir", type=Path, help="an Avocado job results directory")
-    parser.add_argument("-o", "--output", type=Path, help=f"the page (default JOBDIR/{REPORT_FILE})")
+    parser.add_argument(
+        "-o", "--output", type=Path, help=f"the page (default JOBDIR/{REPORT_FILE})"
+    )
     args = parser.parse_args(argv)
     try:
         output = write_report(args.jobdir, args.output)

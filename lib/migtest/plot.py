@@ -92,8 +92,10 @@ def render_timeline_svg(report: Mapping[str, Any]) -> str:
     :param report: the contents of a test's ``migration.json`` (see
         :meth:`migtest.metrics.MigrationRecorder.as_dict` for each side).
         Sides without samples or phases, a single sample, all-zero numbers
-        and failed migrations are all drawn; nothing is required but
-        ``sides`` being a mapping, and even that may be empty.
+        and failed migrations are all drawn.  Every phase and sample needs
+        its ``t``, every phase its ``status``; anything else may be missing.
+    :raise KeyError, TypeError, ValueError, AttributeError: a report not
+        shaped like that.
     :return: the SVG text, ``WIDTH`` x ``HEIGHT`` pixels, UTF-8 clean.
     """
     timeline = _timeline(report.get("sides") or {})
@@ -355,22 +357,26 @@ def _series(timeline: _Timeline, frame: _Frame) -> List[str]:
 def _legend(timeline: _Timeline) -> List[str]:
     """Name the curves on one row, and the statuses seen on the next."""
     peak = max((v for _, v in timeline.dirty), default=0.0) * 1e6 / 8 / timeline.page_size
+    dirty = "dirty rate (Mbit/s)"
+    if timeline.dirty:
+        size = timeline.page_size
+        page = f"{size // 1024} KiB" if size % 1024 == 0 else f"{size} B"
+        dirty = f"dirty rate (Mbit/s; peak {peak:,.0f} pages/s of {page})"
     curves = [
         ("remaining RAM (MiB)", REMAINING_INK, ""),
         ("throughput (Mbit/s)", THROUGHPUT_INK, ""),
-        (f"dirty rate (Mbit/s; peak {peak:,.0f} pages/s of {timeline.page_size // 1024} KiB)",
-         DIRTY_INK, ' stroke-dasharray="6 3"'),
-    ]  # fmt: skip
+        (dirty, DIRTY_INK, ' stroke-dasharray="6 3"'),
+    ]
     out, cursor, y = [], float(_LEFT), HEIGHT - 30
     for label, ink, dash in curves:
         out.append(f'<line x1="{cursor}" y1="{y - 4}" x2="{cursor + 22}" y2="{y - 4}" '
                    f'stroke="{ink}" stroke-width="2"{dash}/>')  # fmt: skip
         out.append(_text(cursor + 28, y, label))
         cursor += 28 + len(label) * _CHAR_W + 22
-    seen = [p.status for phases in timeline.lanes.values() for p in phases]
+    seen = {p.status for phases in timeline.lanes.values() for p in phases}
     cursor, y = float(_LEFT), HEIGHT - 10
-    for status in dict.fromkeys(seen):
-        fill, ink, label = PHASES.get(status, (*_OTHER_PHASE, status))
+    for status in [*(s for s in PHASES if s in seen), *sorted(seen - PHASES.keys())]:
+        fill, ink = PHASES.get(status, _OTHER_PHASE)[:2]
         out.append(f'<rect x="{cursor}" y="{y - 9}" width="14" height="10" rx="2" '
                    f'fill="{fill}" stroke="{ink}" stroke-width="0.6"/>')  # fmt: skip
         out.append(_text(cursor + 19, y, status, fill=MUTED_INK))

@@ -18,18 +18,16 @@ from avocado import Test
 from .endpoint import Endpoint
 from .errors import QMPError, Unavailable
 from .machine import QEMUMachine
-from .metrics import summarize
+from .metrics import METRICS_FILE, PLOT_FILE, summarize
 from .pair import MigrationPair
 from .params import SuiteParams
+from .plot import render_timeline_svg
 from .verify import (
     assert_command_fails,
     assert_guest_runs,
     assert_statuses_after,
     verify_migration,
 )
-
-#: The file, in each test's output directory, holding its migration metrics.
-METRICS_FILE = "migration.json"
 
 
 class MigrationTest(Test):
@@ -83,6 +81,7 @@ class MigrationTest(Test):
             "sides": sides,
         }
         (Path(self.outputdir) / METRICS_FILE).write_text(json.dumps(report, indent=1))
+        (Path(self.outputdir) / PLOT_FILE).write_text(render_timeline_svg(report))
         line = summarize(self.pair.src.recorder.final)
         self.log.info("migration: %s", line)
         self.whiteboard = line
