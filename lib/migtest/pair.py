@@ -177,6 +177,16 @@ class MigrationPair:
         """Switch the running migration to postcopy."""
         self.src.machine.cmd("migrate-start-postcopy")
 
+    def wait_for_postcopy(self) -> None:
+        """Wait until both sides run postcopy.
+
+        Only then can a broken channel pause the migration: a destination
+        still loading the device state when the link breaks fails instead
+        (seen with QEMU 7.2 on ppc64).
+        """
+        for side in (self.src, self.dst):
+            side.wait_for_status("postcopy-active", fail_on=("failed", "completed"))
+
     def pause(self) -> None:
         """Pause a postcopy migration from the source, breaking its channel."""
         self.src.machine.cmd("migrate-pause")

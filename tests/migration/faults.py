@@ -73,7 +73,7 @@ class Faults(MigrationTest):
         pair.migrate(link)
         pair.src.wait_for_dirty_sync(2)
         pair.start_postcopy()
-        pair.src.wait_for_status("postcopy-active", fail_on=("failed", "completed"))
+        pair.wait_for_postcopy()
         assert link.proxy is not None
         link.proxy.cut()
         for side in (pair.src, pair.dst):

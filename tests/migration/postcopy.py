@@ -52,7 +52,7 @@ class Postcopy(MigrationTest):
         pair.migrate("unix")
         pair.src.wait_for_dirty_sync(2)
         pair.start_postcopy()
-        pair.src.wait_for_status("postcopy-active", fail_on=("failed", "completed"))
+        pair.wait_for_postcopy()
         pair.pause()
         for side in (pair.src, pair.dst):
             side.wait_for_status("postcopy-paused", fail_on=("failed", "completed", "active"))
