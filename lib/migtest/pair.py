@@ -10,7 +10,7 @@ from types import TracebackType
 from typing import Any, Dict, List, Optional, Sequence, Type, Union
 
 from .arch import ArchProfile
-from .endpoint import Endpoint
+from .endpoint import STATUS_TIMEOUT, Endpoint
 from .errors import StateError
 from .machine import QEMUMachine
 from .params import SuiteParams
@@ -178,14 +178,16 @@ class MigrationPair:
         self.src.machine.cmd("migrate-start-postcopy")
 
     def wait_for_postcopy(self) -> None:
-        """Wait until both sides run postcopy.
+        """Wait until both sides are in postcopy and the destination guest runs.
 
         Only then can a broken channel pause the migration: a destination
         still loading the device state when the link breaks fails instead
-        (seen with QEMU 7.2 on ppc64).
+        (seen with QEMU 7.2 on ppc64).  Needs a destination started running
+        (``dst_paused=False``), as postcopy does.
         """
         for side in (self.src, self.dst):
             side.wait_for_status("postcopy-active", fail_on=("failed", "completed"))
+        self.dst.machine.wait_event("RESUME", timeout=STATUS_TIMEOUT)
 
     def pause(self) -> None:
         """Pause a postcopy migration from the source, breaking its channel."""
