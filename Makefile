@@ -34,8 +34,8 @@ selftests: venv qemu
 	$(VENV)/bin/python -m pytest -q selftests
 
 lint: venv
-	$(VENV)/bin/ruff format --check lib tests selftests setup.py
-	$(VENV)/bin/ruff check lib tests selftests setup.py
+	$(VENV)/bin/ruff format --check lib tests selftests scripts setup.py
+	$(VENV)/bin/ruff check lib tests selftests scripts setup.py
 	$(VENV)/bin/mypy
 
 # The venv is rebuilt when the package's requirements change.
