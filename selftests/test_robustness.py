@@ -106,3 +106,11 @@ def test_interrupted_job_leaves_nothing(tmp_path: Path, signum: int) -> None:
             job.kill()
             job.wait()
     assert_nothing_left(token, tmp_path)
+
+
+def test_timed_out_test_leaves_nothing(tmp_path: Path) -> None:
+    wrapper, token = qemu_wrapper(tmp_path, "-S")
+    subprocess.run(avocado(tmp_path, f"qemu_bin={wrapper}", "boot_timeout=60", "timeout=3"),
+                   cwd=ROOT, capture_output=True, timeout=120)  # fmt: skip
+    assert results(tmp_path)["status"] == "INTERRUPTED"
+    assert_nothing_left(token, tmp_path)

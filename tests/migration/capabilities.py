@@ -70,6 +70,7 @@ class AutoConverge(MigrationTest):
     def test_auto_converge(self) -> None:
         pair = self.start_pair()
         self.require_capabilities("auto-converge", "pause-before-switchover")
+        self.require_commands(pair.src.machine, "migrate-continue")
         pair.src.set_capabilities(auto_converge=True, pause_before_switchover=True)
         pair.src.set_parameters(
             cpu_throttle_initial=self.INITIAL,

@@ -67,6 +67,7 @@ class Faults(MigrationTest):
         """The link drops in postcopy: both sides pause, and recover over a new one."""
         pair = self.start_pair(dst_paused=False)
         self.enable_postcopy()
+        self.require_commands(pair.dst.machine, "migrate-recover")
         pair.prevent_convergence()
         pair.src.set_parameters(max_postcopy_bandwidth=4096)
         link = ProxiedTransport()

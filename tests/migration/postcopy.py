@@ -48,6 +48,8 @@ class Postcopy(MigrationTest):
         """
         self.start_postcopy_pair()
         pair = self.pair
+        self.require_commands(pair.src.machine, "migrate-pause")
+        self.require_commands(pair.dst.machine, "migrate-recover")
         pair.src.set_parameters(max_postcopy_bandwidth=4096)
         pair.migrate("unix")
         pair.src.wait_for_dirty_sync(2)
