@@ -14,9 +14,9 @@ ACCEL_FILE  := $(if $(shell test -r /dev/kvm -a -w /dev/kvm && echo kvm),$(wildc
 VARIANTS    ?= $(VARIANTS_DIR)/arch.yaml $(or $(ACCEL_FILE),$(VARIANTS_DIR)/accel-tcg.yaml)
 # Extra arguments for `avocado run`, e.g. AVOCADO_ARGS="--mux-filter-only /run/arch/s390x".
 AVOCADO_ARGS ?=
-SUITE    = $(AVOCADO) --config avocado.conf run tests/migration $(AVOCADO_ARGS) -m $(VARIANTS)
-# The job `make run` just ran, for migtest-report.
-REPORT_JOB = $(HOME)/avocado/job-results/latest
+# Where job results go; `latest` there is the job `make run` just ran.
+RESULTS ?= $(HOME)/avocado/job-results
+SUITE    = $(AVOCADO) --config avocado.conf run --job-results-dir $(RESULTS) tests/migration $(AVOCADO_ARGS) -m $(VARIANTS)
 STAMP    = $(VENV)/.installed
 TOOLCHAINS = binutils-aarch64-linux-gnu binutils-s390x-linux-gnu binutils-powerpc64-linux-gnu
 
@@ -25,7 +25,9 @@ TOOLCHAINS = binutils-aarch64-linux-gnu binutils-s390x-linux-gnu binutils-powerp
 # The report is written whether the suite passed or not; the suite's
 # verdict is make's.
 run: venv qemu
-	$(SUITE); status=$$?; $(VENV)/bin/migtest-report $(REPORT_JOB); exit $$status
+	@rm -f $(RESULTS)/latest
+	$(SUITE); status=$$?; \
+	if [ -e $(RESULTS)/latest ]; then $(VENV)/bin/migtest-report $(RESULTS)/latest; fi; exit $$status
 
 check: venv qemu toolchains selftests lint
 	MIGTEST_STRICT=1 $(SUITE)

@@ -19,7 +19,7 @@ setup(
     install_requires=[
         "avocado-framework>=113,<114",
         "avocado-framework-plugin-varianter-yaml-to-mux>=113,<114",
-        "qemu.qmp>=0.0.3",
+        "qemu.qmp>=0.0.6",
         # Avocado's own HTML report, next to ours in every job directory.
         "avocado-framework-plugin-result-html>=113,<114",
     ],

@@ -56,20 +56,35 @@ def test_missing_binary_is_unavailable() -> None:
         read(qemu_bin="/nonexistent/qemu")
 
 
-def test_one_side_binary_overrides(x86_binary: str) -> None:
+@pytest.fixture
+def other_qemu(x86_binary: str, tmp_path: Path) -> str:
+    """A second QEMU binary, at another path: what a cross-version run names."""
+    wrapper = tmp_path / "other" / "qemu-system-x86_64"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\nexec {x86_binary} "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def test_one_side_binary_overrides(x86_binary: str, other_qemu: str) -> None:
     with pytest.raises(Unavailable, match="qemu_bin_dst=/old/qemu"):
         read(qemu_bin_dst="/old/qemu")
-    params = read(qemu_bin_src=x86_binary)
-    assert params.qemu_bin_src == x86_binary
-    assert params.qemu_bin_dst == x86_binary
+    params = read(qemu_bin_src=other_qemu)
+    assert (params.qemu_bin_src, params.qemu_bin_dst) == (other_qemu, x86_binary)
+    params = read(qemu_bin=other_qemu, qemu_bin_dst=x86_binary)
+    assert (params.qemu_bin_src, params.qemu_bin_dst) == (other_qemu, x86_binary)
 
 
-def test_environment_names_the_binary(x86_binary: str) -> None:
-    environ = {"PATH": os.environ["PATH"], "QTEST_QEMU_BINARY": x86_binary}
+def test_environment_names_the_binary(x86_binary: str, other_qemu: str) -> None:
+    environ = {"PATH": os.environ["PATH"], "QTEST_QEMU_BINARY": other_qemu}
+    params = read(environ)
+    assert (params.qemu_bin_src, params.qemu_bin_dst) == (other_qemu, other_qemu)
+    environ["QTEST_QEMU_BINARY_SRC"] = x86_binary
     assert read(environ).qemu_bin_src == x86_binary
     environ["QTEST_QEMU_BINARY_DST"] = "/nonexistent/dst"
     with pytest.raises(Unavailable, match="qemu_bin_dst"):
         read(environ)
+    assert read(environ, qemu_bin_dst=other_qemu).qemu_bin_dst == other_qemu
 
 
 def test_non_executable_binary_is_a_config_error(tmp_path: Path) -> None:

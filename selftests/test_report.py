@@ -183,8 +183,16 @@ def assert_links_resolve(page: Path, html: str, expect: List[Path]) -> None:
     assert {path.resolve() for path in expect} <= targets
 
 
-def test_metrics_file_name_agrees_with_the_tests() -> None:
-    assert jobreport.METRICS_FILE == METRICS_FILE
+def test_real_job_metrics_have_every_phase_and_a_clean_quit(job: Path) -> None:
+    """QEMU lives until tearDown (Avocado's test thread ends before it), so
+    the last events are kept and QEMU is asked to quit, not killed."""
+    (metrics,) = job.glob(f"test-results/*Precopy.test_unix/data/{METRICS_FILE}")
+    src = json.loads(metrics.read_text())["sides"]["src"]
+    assert [p["status"] for p in src["phases"]][-1] == "completed"
+    assert src["final"]["total-time"] > 0
+    log = (metrics.parent.parent / "debug.log").read_text()
+    assert "migtest.qmp.src" in log and "-> quit" in log
+    assert "<- {}" in log.split("-> quit", 1)[1][:2000], "QEMU did not answer 'quit'"
 
 
 @pytest.mark.parametrize("layout", ["missing", "empty", "garbage"])

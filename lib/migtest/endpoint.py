@@ -67,7 +67,7 @@ class Endpoint:
         }
         wrong = {k: current.get(k) for k, v in wanted.items() if current.get(k) != v}
         if wrong:
-            raise MigtestError(f"{self.name}: capabilities set to {wanted} but read back {wrong}")
+            raise CheckFailure(f"{self.name}: capabilities set to {wanted} but read back {wrong}")
 
     def set_parameters(self, **parameters: Any) -> None:
         """Set migration parameters and check that QEMU took them."""
@@ -76,7 +76,7 @@ class Endpoint:
         current = self.parameters()
         wrong = {k: current.get(k) for k, v in wanted.items() if current.get(k) != v}
         if wrong:
-            raise MigtestError(f"{self.name}: parameters set to {wanted} but read back {wrong}")
+            raise CheckFailure(f"{self.name}: parameters set to {wanted} but read back {wrong}")
 
     def parameters(self) -> Dict[str, Any]:
         """The current migration parameters, with QMP names."""
@@ -106,9 +106,25 @@ class Endpoint:
         self.recorder.final = info
         return info
 
-    def status(self) -> str:
-        """The migration status, ``none`` before any migration."""
-        return str(self.info().get("status", "none"))
+    def migrate(self, uri: str, **arguments: Any) -> None:
+        """Start migrating to ``uri`` (on the source)."""
+        self.machine.cmd("migrate", uri=uri, **arguments)
+
+    def stop(self) -> None:
+        """Pause the guest's vCPUs."""
+        self.machine.cmd("stop")
+
+    def cont(self) -> None:
+        """Resume the guest's vCPUs."""
+        self.machine.cmd("cont")
+
+    def cancel(self) -> None:
+        """Cancel the outgoing migration."""
+        self.machine.cmd("migrate_cancel")
+
+    def continue_switchover(self) -> None:
+        """Let a migration held by pause-before-switchover finish."""
+        self.machine.cmd("migrate-continue", state="pre-switchover")
 
     def wait_for_status(
         self, *statuses: str, timeout: float = STATUS_TIMEOUT, fail_on: Iterable[str] = ()

@@ -15,9 +15,11 @@ import shlex
 import signal
 import socket
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from subprocess import Popen
 from types import TracebackType
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
+from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 
 from .errors import LaunchError, QMPConnectionLost, StateError, WaitTimeout
 from .qmp import Message, QMPConnection, execute_together
@@ -31,16 +33,38 @@ COMMAND_TIMEOUT = 60.0
 SHUTDOWN_TIMEOUT = 10.0
 
 _PR_SET_PDEATHSIG = 1
+# Looked up now: between fork and exec, in a process with threads, the child
+# must do nothing but the system call (no dlopen, no allocation).
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 
 def _die_with_parent() -> None:
-    """Ask Linux to kill QEMU when the process that started it dies.
+    """Ask Linux to kill QEMU when the thread that started it ends.
 
     Runs in the child between fork and exec.  Whatever happens to the test
     process (SIGKILL, a crash, Avocado's timeout), no QEMU outlives it.
     """
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+# The parent-death signal fires when the *thread* that forked QEMU ends, and
+# Avocado runs each test method in a thread of its own that ends before
+# tearDown.  So every QEMU is started from this one thread, which lives as
+# long as the process does.
+_launcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="migtest-launcher")
+
+
+def _spawn(cmdline: Sequence[str], output: IO[bytes], qmp_fd: int, cwd: Path) -> Popen[bytes]:
+    return _launcher.submit(
+        subprocess.Popen,
+        cmdline,
+        stdin=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        pass_fds=[qmp_fd],
+        cwd=cwd,
+        preexec_fn=_die_with_parent,
+    ).result()
 
 
 class Runstate(enum.Enum):
@@ -48,7 +72,7 @@ class Runstate(enum.Enum):
 
     CREATED = "created"
     RUNNING = "running"
-    STOPPED = "stopped"
+    EXITED = "exited"
 
 
 class QEMUMachine:
@@ -89,7 +113,9 @@ class QEMUMachine:
             "-display", "none",
             "-chardev", f"socket,id=qmp,fd={qmp_fd}",
             "-mon", "chardev=qmp,mode=control",
-            "-chardev", f"file,id=console,path={self.console_path}",
+            # Relative to QEMU's working directory, the workdir: a path with a
+            # comma in it would end the option.
+            "-chardev", f"file,id=console,path={self.console_path.name}",
             "-serial", "chardev:console",
             *self._args,
         ]  # fmt: skip
@@ -102,27 +128,19 @@ class QEMUMachine:
         """
         if self._state is not Runstate.CREATED:
             raise StateError(f"{self.name}: launch() called twice")
-        self._state = Runstate.RUNNING
+        self.console_path.touch()
         ours, theirs = socket.socketpair()
         cmdline = self.command_line(theirs.fileno())
         self._log.debug("launch: %s", shlex.join(cmdline))
-        self.console_path.touch()
         try:
             with open(self.output_path, "wb") as output:
-                self._process = subprocess.Popen(
-                    cmdline,
-                    stdin=subprocess.DEVNULL,
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                    pass_fds=[theirs.fileno()],
-                    cwd=self.workdir,
-                    preexec_fn=_die_with_parent,
-                )
+                self._process = _spawn(cmdline, output, theirs.fileno(), self.workdir)
         except OSError as exc:
             ours.close()
             raise LaunchError(str(exc), cmdline, None, "") from exc
         finally:
             theirs.close()
+        self._state = Runstate.RUNNING
         self._qmp = QMPConnection(ours, self.name)
         try:
             self._qmp.connect(LAUNCH_TIMEOUT)
@@ -157,7 +175,7 @@ class QEMUMachine:
             self._qmp.close()
             self._qmp = None
         if self._state is Runstate.RUNNING:
-            self._state = Runstate.STOPPED
+            self._state = Runstate.EXITED
 
     def __enter__(self) -> QEMUMachine:
         return self

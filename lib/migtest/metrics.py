@@ -42,7 +42,7 @@ class MigrationRecorder:
         self._last_kept = float("-inf")
         self._last_status: Optional[str] = None
         self.samples: List[Dict[str, Any]] = []
-        #: ``(seconds, status)`` at each status change.
+        #: ``{"t": seconds, "status": status}`` at each status change.
         self.phases: List[Dict[str, Any]] = []
         #: The last answer after the migration ended, read again to be exact.
         self.final: Dict[str, Any] = {}

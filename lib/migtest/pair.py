@@ -68,9 +68,9 @@ class MigrationPair:
     # -- machines -----------------------------------------------------------
 
     def _launch(self, name: str, binary: str, extra: Sequence[str]) -> Endpoint:
-        guest = self.workdir / self.profile.guest
-        if not guest.exists():
-            shutil.copyfile(self.profile.guest_file(), guest)
+        guest = Path(self.profile.guest)  # relative: QEMU runs in the workdir
+        if not (self.workdir / guest).exists():
+            shutil.copyfile(self.profile.guest_file(), self.workdir / guest)
         args = self.profile.qemu_args(self.params.accel, guest, self._shared_memory)
         machine = QEMUMachine(binary, [*args, *extra], name=name, workdir=self.workdir)
         self._machines.append(machine)
@@ -118,7 +118,12 @@ class MigrationPair:
         """Start a fresh destination (``dst2``, ...) for another attempt.
 
         The old one is shut down; it stays in the pair for the logs.
+
+        :raise StateError: guest RAM is shared: its file is gone, so a new
+            destination could not map it.
         """
+        if self._shared_memory is not None:
+            raise StateError("a destination sharing guest RAM cannot be replaced")
         self.dst.machine.shutdown()
         self._dst = self._launch_destination(f"dst{len(self._machines)}", dst_paused, dst_args)
         self._dst.set_capabilities(events=True)
@@ -169,13 +174,17 @@ class MigrationPair:
         transport = self._transport(transport, f"migration{len(self._transports)}")
         self._log.debug("migrating over %s", transport.name)
         self.dst.machine.cmd("migrate-incoming", uri=transport.incoming_uri(self.dst))
-        uri = transport.outgoing_uri(self.src, self.dst)
-        self.src.machine.cmd("migrate", uri=uri, **migrate_args)
+        self.src.migrate(transport.outgoing_uri(self.src, self.dst), **migrate_args)
         return transport
 
     def start_postcopy(self) -> None:
         """Switch the running migration to postcopy."""
         self.src.machine.cmd("migrate-start-postcopy")
+
+    def wait_for_switchover(self) -> None:
+        """Wait until the guest stopped on the source and resumed on the destination."""
+        self.src.machine.wait_event("STOP", timeout=STATUS_TIMEOUT)
+        self.dst.machine.wait_event("RESUME", timeout=STATUS_TIMEOUT)
 
     def wait_for_postcopy(self) -> None:
         """Wait until both sides are in postcopy and the destination guest runs.
@@ -197,8 +206,7 @@ class MigrationPair:
         """Resume a paused postcopy migration over a new channel."""
         transport = self._transport(transport, f"recovery{len(self._transports)}")
         self.dst.machine.cmd("migrate-recover", uri=transport.incoming_uri(self.dst))
-        uri = transport.outgoing_uri(self.src, self.dst)
-        self.src.machine.cmd("migrate", uri=uri, resume=True)
+        self.src.migrate(transport.outgoing_uri(self.src, self.dst), resume=True)
         return transport
 
     def wait_for_completion(self) -> Dict[str, Any]:
@@ -223,7 +231,11 @@ class MigrationPair:
         """Shut every machine down; safe to call in every state, and twice."""
         try:
             for machine in self._machines:
-                machine.shutdown()
+                try:
+                    machine.shutdown()
+                except Exception:  # noqa: BLE001 - shut the others down, then report it
+                    self._log.exception("%s: shutdown failed; killing it", machine.name)
+                    machine.kill()
         finally:
             for transport in self._transports:
                 transport.close()

@@ -17,7 +17,7 @@ from .host import check_binary, find_binary, resolve_accel
 #: Environment variables naming the QEMU binary, as QEMU's qtests read them.
 #: ``QTEST_QEMU_BINARY_SRC`` and ``_DST`` override it for one side.
 ENV_BINARY = "QTEST_QEMU_BINARY"
-#: Set to 1 to turn every CANCEL of the suite into a FAIL.
+#: Set to 1 to turn every CANCEL of the suite into an ERROR (strict mode).
 ENV_STRICT = "MIGTEST_STRICT"
 
 _TRUE = ("1", "yes", "true", "on")

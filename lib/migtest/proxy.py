@@ -107,13 +107,14 @@ class MigrationProxy:
     def cut(self) -> None:
         """Drop every connection at once, as a broken link would."""
 
-        async def drop() -> None:
-            for writer in self._writers:
-                writer.transport.abort()
-            for task in self._tasks:
-                task.cancel()
+        self._call(self._drop())
 
-        self._call(drop())
+    async def _drop(self) -> None:
+        for writer in self._writers:
+            if not writer.transport.is_closing():
+                writer.transport.abort()
+        for task in self._tasks:
+            task.cancel()
 
     def _call(self, coro: Coroutine[Any, Any, None]) -> None:
         if not self._thread.is_alive():
@@ -133,10 +134,7 @@ class MigrationProxy:
         async def stop() -> None:
             if self._server is not None:
                 self._server.close()
-            for writer in self._writers:
-                writer.transport.abort()
-            for task in self._tasks:
-                task.cancel()
+            await self._drop()
 
         try:
             self._call(stop())

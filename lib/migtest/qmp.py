@@ -24,7 +24,12 @@ _loop: Optional[asyncio.AbstractEventLoop] = None
 
 
 def _run(coro: Any, timeout: float, what: str) -> Any:
-    """Run ``coro`` on the private event loop shared by every connection."""
+    """Run ``coro`` on the private event loop shared by every connection.
+
+    One thread at a time: Avocado runs a test and its tearDown in different
+    threads, one after the other.  (After a test timed out, its thread may
+    still be here; then tearDown gets a RuntimeError and kills QEMU instead.)
+    """
     global _loop
     if _loop is None or _loop.is_closed():
         _loop = asyncio.new_event_loop()
@@ -32,6 +37,12 @@ def _run(coro: Any, timeout: float, what: str) -> Any:
         return _loop.run_until_complete(asyncio.wait_for(coro, timeout))
     except asyncio.TimeoutError:
         raise WaitTimeout(what, timeout, "no answer from QEMU") from None
+
+
+async def _new_client(name: str) -> QMPClient:
+    # Made on our loop: on Python 3.9 the client's event queue binds to the
+    # loop that is current when it is created.
+    return QMPClient(name)
 
 
 class QMPConnection:
@@ -44,7 +55,7 @@ class QMPConnection:
     def __init__(self, sock: socket.socket, name: str) -> None:
         self._sock = sock
         self.name = name
-        self._client = QMPClient(name)
+        self._client: QMPClient = _run(_new_client(name), 10.0, "a QMP client")
         self._log = logging.getLogger(f"migtest.qmp.{name}")
 
     def connect(self, timeout: float) -> None:
@@ -114,9 +125,10 @@ class QMPConnection:
         """Disconnect.  Safe to call twice, and after QEMU has gone."""
         try:
             _run(self._client.disconnect(), 5.0, f"{self.name} to disconnect")
-        except (EOFError, OSError, _ClientError, WaitTimeout) as exc:
+        except (EOFError, OSError, _ClientError, WaitTimeout, RuntimeError) as exc:
             # A QEMU that exited (after 'quit', or killed) leaves the reader
-            # with EOF: expected, and nothing is left to clean up.
+            # with EOF: expected, and nothing is left to clean up.  A loop
+            # still busy in a timed-out test's thread: the socket closes below.
             self._log.debug("disconnect: %r", exc)
         finally:
             self._sock.close()

@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Collection, List, NoReturn, Optional, Sequence
+from typing import Any, Callable, Collection, List, NoReturn, Optional, Sequence
 
 from avocado import Test
 
@@ -35,7 +35,7 @@ class MigrationTest(Test):
 
     Parameters (variants files or ``-p name=value``): ``arch``, ``accel``
     (``tcg``, ``kvm`` or ``auto``), ``qemu_bin``, ``qemu_bin_src``,
-    ``qemu_bin_dst``, ``strict``.  See README.rst.
+    ``qemu_bin_dst``, ``boot_timeout``, ``strict``.  See README.rst.
 
     :avocado: disable
     """
@@ -46,8 +46,9 @@ class MigrationTest(Test):
     pair: MigrationPair
 
     def setUp(self) -> None:
-        self._strict: Optional[bool] = None
         self._lone_machines: List[QEMUMachine] = []
+        # First, alone: it decides what a missing binary below becomes.
+        self._strict = SuiteParams.strict_from(self.params, os.environ)
         try:
             self.suite = SuiteParams.from_params(self.params)
         except Unavailable as exc:
@@ -55,17 +56,20 @@ class MigrationTest(Test):
         self.pair = MigrationPair(self.suite, Path(self.workdir))
 
     def tearDown(self) -> None:
-        try:
-            for machine in getattr(self, "_lone_machines", []):
-                machine.shutdown()
-        finally:
-            pair = getattr(self, "pair", None)
+        """Shut every QEMU down and keep what the test produced.
+
+        Nothing here raises: Avocado would turn the test's FAIL into an
+        ERROR and replace its reason.  A step that fails is logged.
+        """
+        pair: Optional[MigrationPair] = getattr(self, "pair", None)
+        steps: List[Callable[[], None]] = [m.shutdown for m in getattr(self, "_lone_machines", [])]
+        if pair is not None:
+            steps += [pair.close, self._save_metrics]
+        for step in [*steps, self._keep_logs, super().tearDown]:
             try:
-                if pair is not None:
-                    pair.close()
-                    self._save_metrics()
-            finally:
-                self._keep_logs()
+                step()
+            except Exception:
+                self.log.exception("tearDown: %s failed", getattr(step, "__name__", step))
 
     def _save_metrics(self) -> None:
         """Keep every side's migration timeline as JSON, and say the gist in one line."""
@@ -97,8 +101,6 @@ class MigrationTest(Test):
         A CANCEL, or an ERROR in strict mode, where nothing may be skipped
         (a CANCEL leaves a job green).
         """
-        if self._strict is None:
-            self._strict = SuiteParams.strict_from(self.params, os.environ)
         if self._strict:
             self.error(f"strict mode: {reason}")
         self.cancel(reason)
@@ -116,12 +118,15 @@ class MigrationTest(Test):
 
         See :meth:`MigrationPair.start` for the arguments.
         """
-        self.pair.start(
-            dst_paused=dst_paused,
-            src_args=src_args,
-            dst_args=dst_args,
-            shared_memory=shared_memory,
-        )
+        try:
+            self.pair.start(
+                dst_paused=dst_paused,
+                src_args=src_args,
+                dst_args=dst_args,
+                shared_memory=shared_memory,
+            )
+        except Unavailable as exc:
+            self.unavailable(str(exc))
         return self.pair
 
     def require_capabilities(self, *names: str) -> None:
@@ -143,6 +148,8 @@ class MigrationTest(Test):
         try:
             self.pair.dst.set_capabilities(**capabilities)
         except QMPError as exc:
+            if "not supported" not in exc.desc.lower():
+                raise  # QEMU refused for another reason: that is a failure
             self.unavailable(f"postcopy cannot work on this host: {exc.desc}")
         self.pair.src.set_capabilities(**capabilities)
 
@@ -174,7 +181,7 @@ class MigrationTest(Test):
         """Once at ``mark``, ``side`` never went through ``forbidden`` and completed."""
         assert_statuses_after(side, mark, forbidden)
 
-    def assert_qmp_error(
+    def assert_command_fails(
         self, machine: QEMUMachine, message: str, command: str, **arguments: Any
     ) -> QMPError:
         """``command`` must fail with an error whose description contains ``message``."""

@@ -13,7 +13,7 @@ import socket
 from typing import Dict, List, Optional, Type
 
 from .endpoint import Endpoint
-from .errors import ConfigError, MigtestError
+from .errors import ConfigError, MigtestError, StateError
 from .proxy import Corruption, MigrationProxy
 
 
@@ -90,6 +90,15 @@ class ProxiedTransport(TcpTransport):
         self.proxy = MigrationProxy((host, int(port)), self.corruption)
         host, proxy_port = self.proxy.start()
         return f"tcp:{host}:{proxy_port}"
+
+    def cut(self) -> None:
+        """Break the link, as a failing network would.
+
+        :raise StateError: the migration has not started.
+        """
+        if self.proxy is None:
+            raise StateError("the link cannot be cut before the migration starts")
+        self.proxy.cut()
 
     def close(self) -> None:
         if self.proxy is not None:

@@ -136,10 +136,10 @@ def verify_migration(pair: MigrationPair) -> None:
     profile, dst = pair.profile, pair.dst.machine
     if is_paused(dst):
         check_counter_pattern(assert_memory_identical(pair), profile.test_range[0])
-        dst.cmd("cont")
+        pair.dst.cont()
         dst.wait_event("RESUME", timeout=RUN_TIMEOUT)
     else:
         _log.debug("destination already runs: byte-for-byte comparison skipped")
     assert_guest_runs(dst, profile)
-    dst.cmd("stop")
+    pair.dst.stop()
     check_counter_pattern(assert_memory_frozen(dst, profile), profile.test_range[0])

@@ -15,6 +15,7 @@ class Xbzrle(MigrationTest):
     """
 
     def test_xbzrle(self) -> None:
+        """Three syncs, so pages go again as deltas; the cache must have been used."""
         pair = self.start_pair()
         self.require_capabilities("xbzrle")
         pair.set_capabilities(xbzrle=True)
@@ -41,6 +42,7 @@ class IgnoreShared(MigrationTest):
     """
 
     def test_ignore_shared(self) -> None:
+        """Live migration of a guest whose RAM both sides map: under 1 MiB sent."""
         pair = self.start_pair(shared_memory=True)
         self.require_capabilities("x-ignore-shared")
         pair.set_capabilities(x_ignore_shared=True)
@@ -68,6 +70,7 @@ class AutoConverge(MigrationTest):
     INITIAL, INCREMENT, MAXIMUM = 5, 50, 95
 
     def test_auto_converge(self) -> None:
+        """Throttling starts at the initial step and the switchover keeps its limits."""
         pair = self.start_pair()
         self.require_capabilities("auto-converge", "pause-before-switchover")
         self.require_commands(pair.src.machine, "migrate-continue")
@@ -87,6 +90,6 @@ class AutoConverge(MigrationTest):
         parameters = pair.src.parameters()
         budget = parameters["max-bandwidth"] * parameters["downtime-limit"] // 1000
         self.assertLess(info["ram"]["remaining"], budget, "switchover with too much left")
-        pair.src.machine.cmd("migrate-continue", state="pre-switchover")
+        pair.src.continue_switchover()
         pair.wait_for_completion()
         self.verify_migration()

@@ -4,9 +4,9 @@ from typing import Any, Dict, Tuple
 
 from migtest.test import MigrationTest
 
-#: Removed command -> (its argument, the parameter it set, the value to
-#: send, the parameter's value afterwards).  migrate_set_downtime takes
-#: seconds; downtime-limit is in milliseconds.
+#: Removed command -> (the value to send it, the parameter it set, that
+#: parameter's value afterwards).  migrate_set_downtime takes seconds;
+#: downtime-limit is in milliseconds.
 REMOVED: Dict[str, Tuple[Any, str, int]] = {
     "migrate_set_downtime": (0.5, "downtime-limit", 500),
     "migrate_set_speed": (12_345_678, "max-bandwidth", 12_345_678),
@@ -27,13 +27,14 @@ class DeprecatedCommands(MigrationTest):
     """
 
     def test_removed_commands(self) -> None:
+        """Each removed command: present and working, or gone and replaced."""
         vm = self.launch_machine("-machine", "none")
         known = {c["name"] for c in vm.cmd("query-commands")}
         for command, (value, parameter, expected) in REMOVED.items():
             if command in known:
                 vm.cmd(command, value=value)
             else:
-                error = self.assert_qmp_error(vm, "has not been found", command, value=value)
+                error = self.assert_command_fails(vm, "has not been found", command, value=value)
                 self.assertEqual(error.error_class, "CommandNotFound")
                 vm.cmd("migrate-set-parameters", **{parameter: expected})
             self.log.info("%s: %s", command, "present" if command in known else "removed")

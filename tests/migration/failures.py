@@ -17,13 +17,14 @@ class BadDestination(MigrationTest):
     """
 
     def test_nobody_listening(self) -> None:
+        """A refused connection: setup, then failed, and the guest runs on."""
         pair = self.start_pair()
         # A bound socket that never listens: its port refuses connections,
         # and no other process can take it while the test runs.
         with socket.socket() as unused:
             unused.bind(("127.0.0.1", 0))
             port = unused.getsockname()[1]
-            pair.src.machine.cmd("migrate", uri=f"tcp:127.0.0.1:{port}")
+            pair.src.migrate(f"tcp:127.0.0.1:{port}")
             pair.src.wait_for_status("failed", fail_on=("completed", "cancelled"))
         self.assertEqual(pair.src.status_history(), ["setup", "failed"])
         self.assert_guest_runs(pair.src.machine)

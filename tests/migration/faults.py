@@ -28,7 +28,7 @@ class Faults(MigrationTest):
         healthy fails this test.
         """
         pair = self.start_pair()
-        pair.src.machine.cmd("stop")
+        pair.src.stop()
         pair.allow_convergence()
         link = ProxiedTransport(corruption=Corruption(after=8 * MiB, every=16 * MiB))
         pair.migrate(link)
@@ -58,7 +58,7 @@ class Faults(MigrationTest):
         pair.prevent_convergence()
         pair.migrate("unix")
         pair.src.wait_for_dirty_sync(2)
-        pair.src.machine.cmd("migrate_cancel")
+        pair.src.cancel()
         pair.src.wait_for_status("cancelled", fail_on=("completed", "failed"))
         self.assert_guest_runs(pair.src.machine)
         self.migrate_again()
@@ -75,8 +75,7 @@ class Faults(MigrationTest):
         pair.src.wait_for_dirty_sync(2)
         pair.start_postcopy()
         pair.wait_for_postcopy()
-        assert link.proxy is not None
-        link.proxy.cut()
+        link.cut()
         for side in (pair.src, pair.dst):
             side.wait_for_status("postcopy-paused", fail_on=("failed", "completed"))
         pair.recover("unix")

@@ -20,6 +20,7 @@ class Postcopy(MigrationTest):
     """
 
     def start_postcopy_pair(self) -> None:
+        """A running destination, postcopy enabled, precopy held back."""
         self.start_pair(dst_paused=False)
         self.enable_postcopy()
         self.pair.prevent_convergence()
@@ -33,8 +34,7 @@ class Postcopy(MigrationTest):
         pair.migrate("unix")
         pair.src.wait_for_dirty_sync(2)
         pair.start_postcopy()
-        pair.src.machine.wait_event("STOP", timeout=60)
-        pair.dst.machine.wait_event("RESUME", timeout=60)
+        pair.wait_for_switchover()
         pair.wait_for_completion()
         self.assertIn("postcopy-blocktime", pair.dst.info(), "destination reports no blocktime")
         self.verify_migration()

@@ -18,6 +18,7 @@ class Precopy(MigrationTest):
     """
 
     def live_precopy(self, transport: str) -> Transport:
+        """Migrate live over ``transport``, verify, and return the transport."""
         pair = self.start_pair()
         pair.prevent_convergence()
         link = pair.migrate(transport)
@@ -51,6 +52,6 @@ class Precopy(MigrationTest):
         """
         name = self.live_precopy("fd").channel
         for side in (self.pair.src, self.pair.dst):
-            self.assert_qmp_error(
+            self.assert_command_fails(
                 side.machine, f"File descriptor named '{name}' not found", "closefd", fdname=name
             )

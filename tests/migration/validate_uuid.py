@@ -20,34 +20,39 @@ class ValidateUuid(MigrationTest):
     """
 
     def migrate_with_uuids(self, src: Optional[str], dst: Optional[str]) -> None:
+        """Start a non-live migration with validate-uuid on the source."""
         self.start_pair(
             src_args=["-uuid", src] if src else [],
             dst_args=["-uuid", dst] if dst else [],
         )
         self.require_capabilities("validate-uuid")
         self.pair.src.set_capabilities(validate_uuid=True)
-        self.pair.src.machine.cmd("stop")
+        self.pair.src.stop()
         self.pair.allow_convergence()
         self.pair.migrate("unix")
 
     def test_same_uuid(self) -> None:
+        """The same UUID on both sides: the migration goes ahead."""
         self.migrate_with_uuids(UUID_A, UUID_A)
         self.pair.wait_for_completion()
         self.verify_migration()
 
     def test_different_uuid(self) -> None:
+        """Different UUIDs: refused; the destination exits, the source runs on."""
         self.migrate_with_uuids(UUID_A, UUID_B)
         self.pair.src.wait_for_status("failed", fail_on=("completed",))
         self.assertNotEqual(self.pair.dst.machine.wait_for_exit(timeout=60), 0)
-        self.pair.src.machine.cmd("cont")
+        self.pair.src.cont()
         self.assert_guest_runs(self.pair.src.machine)
 
     def test_uuid_only_on_source(self) -> None:
+        """Nothing to compare with: the migration goes ahead."""
         self.migrate_with_uuids(UUID_A, None)
         self.pair.wait_for_completion()
         self.verify_migration()
 
     def test_uuid_only_on_destination(self) -> None:
+        """Nothing to compare with: the migration goes ahead."""
         self.migrate_with_uuids(None, UUID_B)
         self.pair.wait_for_completion()
         self.verify_migration()
