@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 from xml.sax.saxutils import escape, quoteattr
 
+from .arch import MiB
+
 #: The size the picture is drawn for, in pixels.
 WIDTH, HEIGHT = 800, 360
-MIB = 1 << 20
 #: QEMU's target page size when ``migration.json`` does not say.
 DEFAULT_PAGE_SIZE = 4096
 #: The shortest time axis, so one sample still gets a readable scale.
@@ -186,7 +187,7 @@ def _timeline(sides: Mapping[str, Any]) -> _Timeline:
 
     return _Timeline(
         lanes=lanes,
-        remaining=series("remaining", 1 / MIB),
+        remaining=series("remaining", 1 / MiB),
         throughput=series("mbps", 1.0),
         dirty=series("dirty-pages-rate", page_size * 8 / 1e6),
         span=span,

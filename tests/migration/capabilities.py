@@ -1,9 +1,8 @@
 """Migration capabilities that change how RAM is sent: each must still
 deliver the guest intact, and show it did what it is for."""
 
+from migtest.arch import MiB
 from migtest.test import MigrationTest
-
-MiB = 1 << 20
 
 
 class Xbzrle(MigrationTest):

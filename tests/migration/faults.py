@@ -4,12 +4,11 @@ A suite is worth the broken migrations it catches; these tests break
 migrations on purpose and check that the suite, and QEMU, notice.
 """
 
+from migtest.arch import MiB
 from migtest.errors import CheckFailure, QMPConnectionLost
 from migtest.proxy import Corruption
 from migtest.test import MigrationTest
 from migtest.transport import ProxiedTransport
-
-MiB = 1 << 20
 
 
 class Faults(MigrationTest):
