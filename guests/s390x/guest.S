@@ -19,39 +19,28 @@
  * Console: SCLP.  "-serial ..." on s390-ccw-virtio creates the sclpconsole
  * device, which handles "ASCII console data" events (type 0x1a).  A char is
  * sent with the SCLP command "write event data" (0x00760005) issued by the
- * SERVC instruction on a Service Call Control Block (SCCB).  When SCLP is done
- * it raises a service-signal external interrupt; we enable that subclass in
- * CR0 and wait for it in an enabled-wait PSW, so the SCCB is never reused
- * before SCLP has finished with it.
+ * SERVC instruction on a Service Call Control Block (SCCB).  SCLP writes the
+ * SCCB's response code when it is done with it; the guest polls that code,
+ * so the SCCB is never reused too early, and runs with interrupts off.
+ * (It first waited for SCLP's service-signal interrupt instead: with QEMU
+ * 7.2 under TCG, a guest stopped between SERVC and that interrupt, then
+ * migrated, waited forever on the destination: the pending interrupt did
+ * not cross the migration.  Polling keeps the console out of that.)
  *
- * Memory: code, the SCCB (own 4 KiB page) and the wait PSW live in this
- * image, i.e. at 0x7e00000.. with -m 128M, above the test range.  No stack
- * is used.  The interrupt handling only touches the lowcore (< 1 MiB).
+ * Memory: code and the SCCB (own 4 KiB page) live in this image, i.e. at
+ * 0x7e00000.. with -m 128M, above the test range.  No stack is used.
  */
 
         .set    RANGE_START_HI, 0x0010          /* 0x00100000 =   1 MiB */
         .set    RANGE_END_HI,   0x0640          /* 0x06400000 = 100 MiB */
         .set    PAGE,           4096
 
-        /* lowcore fields (absolute addresses, prefix is 0) */
-        .set    LC_EXT_INT_CODE, 0x86           /* external interruption code */
-        .set    LC_EXT_NEW_PSW,  0x1b0
+        /* lowcore field (absolute address, prefix is 0) */
         .set    LC_PGM_NEW_PSW,  0x1d0
-        .set    EXT_SERVICE_SIGNAL, 0x2401
 
         .text
         .globl  _start
 _start:
-        larl    %r7, data
-
-        /* External new PSW: 64-bit mode, interrupts off, resume at `resumed'
-         * (its address is only known at run time: QEMU relocated us). */
-        llihl   %r0, 0x0001                     /* EA: 0x0000000100000000 */
-        oilh    %r0, 0x8000                     /* BA: 0x0000000080000000 */
-        larl    %r1, resumed
-        stg     %r0, LC_EXT_NEW_PSW
-        stg     %r1, LC_EXT_NEW_PSW+8
-
         /* Program-check new PSW: disabled wait, so a bug stops the guest
          * (QEMU reports a guest panic) instead of looping on garbage. */
         llihh   %r0, 0x0002                     /* wait bit */
@@ -60,18 +49,6 @@ _start:
         stg     %r0, LC_PGM_NEW_PSW
         lghi    %r0, 0
         stg     %r0, LC_PGM_NEW_PSW+8
-
-        /* Wait PSW used while SCLP works: wait + external interrupts on. */
-        llihh   %r0, 0x0102                     /* EXT mask bit + wait bit */
-        oihl    %r0, 0x0001
-        oilh    %r0, 0x8000
-        stg     %r0, waitpsw-data(%r7)
-        stg     %r1, waitpsw-data+8(%r7)
-
-        /* CR0: enable the service-signal subclass (bit 54, 0x200). */
-        stctg   %c0, %c0, cr0save-data(%r7)
-        oi      cr0save-data+6(%r7), 0x02
-        lctlg   %c0, %c0, cr0save-data(%r7)
 
         lghi    %r5, 'A'
         brasl   %r14, putc
@@ -106,22 +83,14 @@ putc:   larl    %r1, sccb
         stc     %r5, 14(%r1)                    /* the character */
         llilh   %r6, 0x0076                     /* SCLP command word: */
         oill    %r6, 0x0005                     /* write event data */
-        lghi    %r0, 0
-        sth     %r0, LC_EXT_INT_CODE
 1:      .insn   rre, 0xb2200000, %r6, %r1      /* SERVC: gas has no mnemonic */
         jh      1b                              /* cc 2: SCLP busy, retry */
-        jo      2f                              /* cc 3: not operational */
-wait:   lpswe   waitpsw-data(%r7)
-resumed:                                        /* via external new PSW */
-        lh      %r0, LC_EXT_INT_CODE
-        chi     %r0, EXT_SERVICE_SIGNAL
-        jne     wait                            /* another interrupt: wait on */
-2:      br      %r14
+        jo      3f                              /* cc 3: not operational */
+2:      lh      %r0, 6(%r1)                     /* response code, 0 until done */
+        ltr     %r0, %r0
+        jz      2b
+3:      br      %r14
 
         .bss
-        .balign 8
-data:
-waitpsw:  .skip 16
-cr0save:  .skip 8
         .balign PAGE                            /* SCCB: must not cross a page */
 sccb:   .skip   PAGE
