@@ -156,6 +156,10 @@ PROFILES: Dict[str, ArchProfile] = {
 }
 
 
+#: The architecture tests run when no ``arch`` parameter says otherwise.
+DEFAULT_ARCH = "x86_64"
+
+
 def get_profile(name: str) -> ArchProfile:
     """The profile called ``name``.
 

@@ -14,6 +14,8 @@ from .errors import ConfigError, Unavailable
 
 #: The values the ``accel`` parameter accepts.
 ACCEL_CHOICES = ("auto", "tcg", "kvm")
+#: The accelerator when no ``accel`` parameter says otherwise.
+DEFAULT_ACCEL = "auto"
 
 _KVM_DEVICE = "/dev/kvm"
 

@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import quote
 
+from .arch import DEFAULT_ARCH
 from .errors import MigtestError
+from .host import DEFAULT_ACCEL
 from .metrics import METRICS_FILE, PLOT_FILE
 from .plot import render_timeline_svg
 
@@ -36,7 +38,7 @@ LOG = logging.getLogger(__name__)
 #: The page's name in the job directory, unless told otherwise.
 REPORT_FILE = "migration-report.html"
 #: A test's parameters when neither its variant nor ``-p`` set them (README).
-DEFAULTS = {"arch": "x86_64", "accel": "auto"}
+DEFAULTS = {"arch": DEFAULT_ARCH, "accel": DEFAULT_ACCEL}
 #: Statuses in the order the header counts them, with results.json's keys.
 TOTALS = (("PASS", "pass"), ("FAIL", "failures"), ("ERROR", "errors"), ("WARN", "warn"),
           ("INTERRUPTED", "interrupt"), ("CANCEL", "cancel"), ("SKIP", "skip"))  # fmt: skip

@@ -10,9 +10,9 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Protocol
 
-from .arch import ArchProfile, get_profile
+from .arch import DEFAULT_ARCH, ArchProfile, get_profile
 from .errors import ConfigError
-from .host import check_binary, find_binary, resolve_accel
+from .host import DEFAULT_ACCEL, check_binary, find_binary, resolve_accel
 
 #: Environment variables naming the QEMU binary, as QEMU's qtests read them.
 #: ``QTEST_QEMU_BINARY_SRC`` and ``_DST`` override it for one side.
@@ -82,8 +82,8 @@ class SuiteParams:
         :raise ConfigError: a parameter has an unusable value.
         :raise Unavailable: a binary or accelerator is missing on this host.
         """
-        profile = get_profile(str(params.get("arch", default="x86_64")))
-        accel = resolve_accel(str(params.get("accel", default="auto")), profile)
+        profile = get_profile(str(params.get("arch", default=DEFAULT_ARCH)))
+        accel = resolve_accel(str(params.get("accel", default=DEFAULT_ACCEL)), profile)
         qemu_bin = str(params.get("qemu_bin", default=environ.get(ENV_BINARY) or profile.binary))
         return cls(
             profile=profile,
