@@ -20,6 +20,13 @@ from .errors import QMPConnectionLost, QMPError, WaitTimeout
 
 Message = Dict[str, Any]
 
+# Every command and answer is logged once, by QMPConnection, in one record
+# each.  qemu.qmp's own debug log says it all again, pretty-printed over many
+# lines; in an Avocado test every record is a message the runner relays at
+# about 100 a second, so that doubling alone kept each test's result waiting
+# a second after the test had ended.  Its warnings and errors still show.
+logging.getLogger("qemu.qmp").setLevel(logging.INFO)
+
 _loop: Optional[asyncio.AbstractEventLoop] = None
 
 
