@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from migtest.checks import PAGE_SIZE, check_counter_pattern, check_statuses_after, compare_memory
+from migtest.checks import (
+    CHUNK_PAGES,
+    PAGE_SIZE,
+    check_counter_pattern,
+    check_statuses_after,
+    compare_memory,
+    same_bytes,
+)
 from migtest.errors import CheckFailure
 
 BASE = 0x100000
@@ -61,6 +68,15 @@ def test_stray_nonzero_byte_fails_naming_it() -> None:
     assert f"0x{BASE + 5 * PAGE_SIZE + 100:x}: expected 0x00, found 0x80" in message
 
 
+@pytest.mark.parametrize("page", [0, CHUNK_PAGES - 1, CHUNK_PAGES, 2 * CHUNK_PAGES + 4])
+def test_stray_byte_is_found_in_any_chunk(page: int) -> None:
+    # Two whole chunks and a short one: the last byte of ``page`` is wrong.
+    data = dump([3] * (2 * CHUNK_PAGES + 5))
+    data[page * PAGE_SIZE + PAGE_SIZE - 1] = 0x01
+    with pytest.raises(CheckFailure, match=f"0x{BASE + (page + 1) * PAGE_SIZE - 1:x}: expected"):
+        check_counter_pattern(memoryview(data), BASE)
+
+
 def test_all_zeros_fails() -> None:
     with pytest.raises(CheckFailure, match="never ran"):
         check_counter_pattern(bytes(PAGES * PAGE_SIZE), BASE)
@@ -86,6 +102,25 @@ def test_flipped_bit_fails_naming_address_and_values() -> None:
     assert message.startswith("source and destination RAM differ")
     assert f"0x{BASE + 3 * PAGE_SIZE + 17:x}: expected 0x00, found 0x10" in message
     assert "1 pages differ" in message
+
+
+def test_views_compare_like_bytes() -> None:
+    data = bytes(dump([1] * PAGES))
+    compare_memory(memoryview(data), data, BASE, "a view and its bytes")
+    changed = bytearray(data)
+    changed[-1] = 0xFF
+    with pytest.raises(
+        CheckFailure, match=f"0x{BASE + len(data) - 1:x}: expected 0x00, found 0xff"
+    ):
+        compare_memory(memoryview(data), memoryview(changed), BASE, "dumps")
+
+
+@pytest.mark.parametrize("size", [1, 7, 8, 4097])
+def test_same_bytes_sees_the_last_byte(size: int) -> None:
+    data = bytes(range(256)) * (size // 256 + 1)
+    assert same_bytes(memoryview(data[:size]), data[:size])
+    assert not same_bytes(data[:size], data[: size - 1] + b"\xfe")
+    assert not same_bytes(data[:size], data[: size - 1])
 
 
 def test_different_sizes_fail() -> None:

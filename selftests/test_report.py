@@ -16,6 +16,7 @@ from conftest import ROOT, qemu_or_skip
 
 from migtest import jobreport
 from migtest.plot import HEIGHT, WIDTH, render_timeline_svg
+from migtest.qmp import TRACE_FILE
 from migtest.test import METRICS_FILE
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -159,7 +160,8 @@ def test_report_of_a_real_job(job: Path) -> None:
     assert f'<b class="downtime">{final["downtime"]}</b>' in html
     plot = metrics.with_name(jobreport.PLOT_FILE)
     assert "Precopy.test_unix" in "".join(ET.parse(plot).getroot().itertext())
-    assert_links_resolve(page, html, expect=[plot, metrics.parent.parent / "debug.log"])
+    logs = [metrics.parent.parent / name for name in ("debug.log", TRACE_FILE)]
+    assert_links_resolve(page, html, expect=[plot, *logs])
 
 
 def test_report_elsewhere_links_back_into_the_job(job: Path, tmp_path: Path) -> None:
@@ -190,9 +192,12 @@ def test_real_job_metrics_have_every_phase_and_a_clean_quit(job: Path) -> None:
     src = json.loads(metrics.read_text())["sides"]["src"]
     assert [p["status"] for p in src["phases"]][-1] == "completed"
     assert src["final"]["total-time"] > 0
-    log = (metrics.parent.parent / "debug.log").read_text()
-    assert "migtest.qmp.src" in log and "-> quit" in log
-    assert "<- {}" in log.split("-> quit", 1)[1][:2000], "QEMU did not answer 'quit'"
+    trace = (metrics.parent.parent / TRACE_FILE).read_text()
+    assert "migtest.qmp.src -> quit" in trace
+    assert "migtest.qmp.src <- {}" in trace.split("-> quit", 1)[1], "QEMU did not answer 'quit'"
+    story = (metrics.parent.parent / "debug.log").read_text()
+    assert "migtest.machine.src" in story and "| migrate {'uri': 'unix:" in story
+    assert "query-migrate" not in story, "polling belongs in the QMP trace, not debug.log"
 
 
 @pytest.mark.parametrize("layout", ["missing", "empty", "garbage"])

@@ -12,11 +12,17 @@ addresses with what was expected and what was found.
 from __future__ import annotations
 
 import re
-from typing import Collection, List, Sequence, Tuple
+from typing import Collection, List, Sequence, Tuple, Union
 
 from .errors import CheckFailure
 
 PAGE_SIZE = 4096
+
+#: A memory dump: bytes, or a view of a mapped dump (not copied into Python).
+Dump = Union[bytes, bytearray, memoryview]
+
+#: Pages checked at once for stray bytes: 256 KiB, a size most L2 caches hold.
+CHUNK_PAGES = 64
 
 #: How many wrong places a failure message lists at most.
 MAX_REPORTED = 8
@@ -31,7 +37,21 @@ def _describe(mismatches: List[Tuple[int, int, int]], total: str) -> str:
     return "\n".join([*lines, f"  ({total})"])
 
 
-def check_counter_pattern(dump: bytes, base: int) -> None:
+def same_bytes(a: Dump, b: Dump) -> bool:
+    """Whether two dumps hold the same bytes, at memory speed.
+
+    Views compare item by item, which for single bytes is 20 times slower
+    than ``bytes`` (a memcmp); as 8-byte items they come within a few times
+    of it without copying anything.
+    """
+    if len(a) != len(b):
+        return False
+    if len(a) % 8:
+        return bytes(a) == bytes(b)
+    return memoryview(a).cast("Q") == memoryview(b).cast("Q")
+
+
+def check_counter_pattern(dump: Dump, base: int) -> None:
     """Check a dump of the test range against the guest contract.
 
     :param dump: the test range, starting at a page boundary.
@@ -45,8 +65,8 @@ def check_counter_pattern(dump: bytes, base: int) -> None:
     """
     if len(dump) % PAGE_SIZE or not dump:
         raise CheckFailure(f"dump of {len(dump)} bytes is not a whole number of pages")
-    _check_only_counters_written(dump, base)
-    counters = dump[::PAGE_SIZE]
+    counters = bytes(memoryview(dump)[::PAGE_SIZE])
+    _check_only_counters_written(dump, counters, base)
     if not any(counters):
         raise CheckFailure(
             f"every counter byte in [0x{base:x}, 0x{base + len(dump):x}) is zero: "
@@ -73,12 +93,27 @@ def check_counter_pattern(dump: bytes, base: int) -> None:
         )
 
 
-def _check_only_counters_written(dump: bytes, base: int) -> None:
-    """Everything but the counter bytes must still be zero."""
-    rest = bytearray(dump)
-    rest[::PAGE_SIZE] = bytes(len(rest[::PAGE_SIZE]))
-    if rest == bytes(len(rest)):  # a memcmp: ten times faster than any search
+def _check_only_counters_written(dump: Dump, counters: bytes, base: int) -> None:
+    """Everything but the counter bytes must still be zero.
+
+    Compared a chunk at a time against an image of what the chunk must
+    hold: one small buffer, reused while it stays in the CPU's cache, is
+    several times faster than an image of the whole dump.
+    """
+    view = memoryview(dump)
+    image = bytearray(CHUNK_PAGES * PAGE_SIZE)
+    for start in range(0, len(view), len(image)):
+        chunk = view[start : start + len(image)]
+        if len(chunk) < len(image):
+            image = bytearray(len(chunk))
+        first = start // PAGE_SIZE
+        image[::PAGE_SIZE] = counters[first : first + len(chunk) // PAGE_SIZE]
+        if not same_bytes(image, chunk):
+            break
+    else:
         return
+    rest = bytearray(dump)
+    rest[::PAGE_SIZE] = bytes(len(counters))
     bad: List[Tuple[int, int, int]] = []
     for match in _NONZERO.finditer(rest):
         offset = match.start()
@@ -92,7 +127,7 @@ def _check_only_counters_written(dump: bytes, base: int) -> None:
         )
 
 
-def compare_memory(expected: bytes, found: bytes, base: int, what: str) -> None:
+def compare_memory(expected: Dump, found: Dump, base: int, what: str) -> None:
     """Check two dumps of the same guest memory are identical, byte for byte.
 
     :param what: what the two dumps are, e.g. ``source and destination RAM``.
@@ -100,8 +135,9 @@ def compare_memory(expected: bytes, found: bytes, base: int, what: str) -> None:
     """
     if len(expected) != len(found):
         raise CheckFailure(f"{what}: dumps differ in size ({len(expected)} vs {len(found)} bytes)")
-    if expected == found:
+    if same_bytes(expected, found):
         return
+    expected, found = bytes(expected), bytes(found)
     bad: List[Tuple[int, int, int]] = []
     differing_pages = 0
     for start in range(0, len(expected), PAGE_SIZE):

@@ -32,6 +32,7 @@ from .errors import MigtestError
 from .host import DEFAULT_ACCEL
 from .metrics import METRICS_FILE, PLOT_FILE
 from .plot import render_timeline_svg
+from .qmp import TRACE_FILE
 
 LOG = logging.getLogger(__name__)
 
@@ -128,6 +129,10 @@ class TestRun:
     @property
     def debug_log(self) -> Path:
         return self.logdir / "debug.log"
+
+    @property
+    def qmp_log(self) -> Path:
+        return self.logdir / TRACE_FILE
 
     @property
     def plot(self) -> Path:
@@ -419,6 +424,8 @@ def _run(run: TestRun, base: Path) -> str:
         links.append(f'<a href="{_href(run.plot, base)}">plot</a>')
     if run.debug_log.is_file():
         links.append(f'<a href="{_href(run.debug_log, base)}">debug.log</a>')
+    if run.qmp_log.is_file():
+        links.append(f'<a href="{_href(run.qmp_log, base)}">QMP</a>')
     elapsed = f"{run.elapsed:.1f} s" if isinstance(run.elapsed, (int, float)) else ""
     reason = ""
     if run.status != "PASS" and run.fail_reason not in ("", "<unknown>"):

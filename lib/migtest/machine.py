@@ -11,6 +11,8 @@ from __future__ import annotations
 import ctypes
 import enum
 import logging
+import mmap
+import os
 import shlex
 import signal
 import socket
@@ -21,7 +23,7 @@ from subprocess import Popen
 from types import TracebackType
 from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 
-from .errors import LaunchError, QMPConnectionLost, StateError, WaitTimeout
+from .errors import LaunchError, MigtestError, QMPConnectionLost, StateError, WaitTimeout
 from .qmp import Message, QMPConnection, execute_together
 from .wait import wait_for
 
@@ -241,9 +243,14 @@ class QEMUMachine:
         Arguments are given with Python names: ``downtime_limit=1`` is sent
         as ``downtime-limit``.
 
+        Commands that change something (not ``query-*``) are logged here as
+        well as in the QMP trace: they are the story of the test.
+
         :raise QMPError: QEMU answered with an error (carries its class).
         """
         args = {key.replace("_", "-"): value for key, value in arguments.items()}
+        if not command.startswith("query-"):
+            self._log.debug("%s %s", command, args)
         return self._monitor().execute(command, args or None, timeout)
 
     def cmd_with_fd(self, fd: int, fdname: str, timeout: float = COMMAND_TIMEOUT) -> None:
@@ -295,31 +302,53 @@ class QEMUMachine:
         )
         return event
 
-    def read_memory(self, address: int, size: int) -> bytes:
-        """Read guest physical memory through ``pmemsave``."""
+    def read_memory(self, address: int, size: int) -> memoryview:
+        """Read guest physical memory through ``pmemsave``; see :func:`read_memories`."""
         return read_memories([self], address, size)[0]
 
     def __repr__(self) -> str:
         return f"<QEMUMachine {self.name} pid={self.pid} {self._state.value}>"
 
 
-def read_memories(machines: Sequence[QEMUMachine], address: int, size: int) -> List[bytes]:
+def read_memories(machines: Sequence[QEMUMachine], address: int, size: int) -> List[memoryview]:
     """Read the same guest physical range from several machines at once.
 
-    ``pmemsave`` copies a kilobyte at a time (~0.4 GB/s), so each QEMU
-    dumping on its own core halves the wait for a pair.  The dumps go
-    through files in each ``workdir``, removed at once.
+    ``pmemsave`` copies a kilobyte at a time, so each QEMU dumping on its
+    own core halves the wait for a pair.  Each writes into an anonymous
+    memory file of ours (a memfd, which QEMU opens as ``/proc/<pid>/fd/<n>``):
+    nothing goes through the disk, no file name exists to be left behind,
+    and the dump is mapped rather than copied into Python.
+
+    :return: read-only views of the dumps; each dump's memory is freed with
+        its view.
+    :raise QMPError: QEMU could not read the range or write the dump.
+    :raise MigtestError: QEMU said it did, but the dump is short.
     """
-    paths = [m.workdir / f"{m.name}-{address:x}-{size:x}.dump" for m in machines]
+    fds = [os.memfd_create(f"migtest-{m.name}-dump", os.MFD_CLOEXEC) for m in machines]
     try:
         execute_together(
             [
-                (m._monitor(), "pmemsave", {"val": address, "size": size, "filename": str(path)})
-                for m, path in zip(machines, paths)
+                (m._monitor(), "pmemsave", {"val": address, "size": size, "filename": _path(fd)})
+                for m, fd in zip(machines, fds)
             ],
             COMMAND_TIMEOUT,
         )
-        return [path.read_bytes() for path in paths]
+        return [_map(fd, size, m.name) for m, fd in zip(machines, fds)]
     finally:
-        for path in paths:
-            path.unlink(missing_ok=True)
+        for fd in fds:
+            os.close(fd)
+
+
+def _path(fd: int) -> str:
+    """A name under which another process can open our descriptor ``fd``."""
+    return f"/proc/{os.getpid()}/fd/{fd}"
+
+
+def _map(fd: int, size: int, name: str) -> memoryview:
+    """A read-only view of the ``size`` bytes QEMU ``name`` dumped into ``fd``."""
+    written = os.fstat(fd).st_size
+    if written != size:
+        raise MigtestError(f"{name}: pmemsave wrote {written} bytes, not {size}")
+    if size == 0:
+        return memoryview(b"")
+    return memoryview(mmap.mmap(fd, size, prot=mmap.PROT_READ))

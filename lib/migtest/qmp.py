@@ -20,11 +20,16 @@ from .errors import QMPConnectionLost, QMPError, WaitTimeout
 
 Message = Dict[str, Any]
 
+#: The QMP trace: every command (``-> ``) and answer (``<- ``) of a QEMU
+#: called NAME is logged at DEBUG to ``migtest.qmp.NAME``...
+TRACE_LOGGER = "migtest.qmp"
+#: ...which a migration test keeps in this file, next to its debug.log.
+TRACE_FILE = "qmp.log"
+
 # Every command and answer is logged once, by QMPConnection, in one record
 # each.  qemu.qmp's own debug log says it all again, pretty-printed over many
-# lines; in an Avocado test every record is a message the runner relays at
-# about 100 a second, so that doubling alone kept each test's result waiting
-# a second after the test had ended.  Its warnings and errors still show.
+# lines: that tripled the trace every test keeps, and the time Avocado takes
+# to relay it.  Its warnings and errors still show.
 logging.getLogger("qemu.qmp").setLevel(logging.INFO)
 
 _loop: Optional[asyncio.AbstractEventLoop] = None
@@ -63,7 +68,7 @@ class QMPConnection:
         self._sock = sock
         self.name = name
         self._client: QMPClient = _run(_new_client(name), 10.0, "a QMP client")
-        self._log = logging.getLogger(f"migtest.qmp.{name}")
+        self._log = logging.getLogger(f"{TRACE_LOGGER}.{name}")
 
     def connect(self, timeout: float) -> None:
         """Read QEMU's greeting and negotiate capabilities.

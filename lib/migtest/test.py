@@ -8,6 +8,7 @@ so test methods only say what the scenario is.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -22,12 +23,16 @@ from .metrics import METRICS_FILE, PLOT_FILE, summarize
 from .pair import MigrationPair
 from .params import SuiteParams
 from .plot import render_timeline_svg
+from .qmp import TRACE_FILE, TRACE_LOGGER
 from .verify import (
     assert_command_fails,
     assert_guest_runs,
     assert_statuses_after,
     verify_migration,
 )
+
+#: How the QMP trace's records are written: ``<time> migtest.qmp.src -> stop {}``.
+TRACE_FORMAT = "%(asctime)s %(name)s %(message)s"
 
 
 class MigrationTest(Test):
@@ -47,6 +52,7 @@ class MigrationTest(Test):
 
     def setUp(self) -> None:
         self._lone_machines: List[QEMUMachine] = []
+        self._qmp_log = self._start_qmp_log()
         # First, alone: it decides what a missing binary below becomes.
         self._strict = SuiteParams.strict_from(self.params, os.environ)
         try:
@@ -65,11 +71,34 @@ class MigrationTest(Test):
         steps: List[Callable[[], None]] = [m.shutdown for m in getattr(self, "_lone_machines", [])]
         if pair is not None:
             steps += [pair.close, self._save_metrics]
-        for step in [*steps, self._keep_logs, super().tearDown]:
+        for step in [*steps, self._keep_logs, self._stop_qmp_log, super().tearDown]:
             try:
                 step()
             except Exception:
                 self.log.exception("tearDown: %s failed", getattr(step, "__name__", step))
+
+    def _start_qmp_log(self) -> logging.Handler:
+        """Send the QMP trace to its own file rather than to debug.log.
+
+        Avocado relays a test's log records to debug.log one by one, about
+        a hundred a second; a migration polled on both sides logs several
+        times that, and the test's result then waited seconds for its log.
+        debug.log keeps the story: launches, commands that change
+        something, events and verdicts.
+        """
+        handler = logging.FileHandler(Path(self.logdir) / TRACE_FILE)
+        handler.setFormatter(logging.Formatter(TRACE_FORMAT))
+        trace = logging.getLogger(TRACE_LOGGER)
+        trace.setLevel(logging.DEBUG)
+        trace.addHandler(handler)
+        trace.propagate = False
+        return handler
+
+    def _stop_qmp_log(self) -> None:
+        trace = logging.getLogger(TRACE_LOGGER)
+        trace.removeHandler(self._qmp_log)
+        trace.propagate = True
+        self._qmp_log.close()
 
     def _save_metrics(self) -> None:
         """Keep every side's migration timeline as JSON, and say the gist in one line."""

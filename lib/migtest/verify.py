@@ -29,18 +29,33 @@ def is_paused(machine: QEMUMachine) -> bool:
     return not machine.cmd("query-status")["running"]
 
 
-def read_test_range(machine: QEMUMachine, profile: ArchProfile) -> bytes:
+def read_test_range(machine: QEMUMachine, profile: ArchProfile) -> memoryview:
     """A dump of the guest's counter range."""
     start, end = profile.test_range
     return machine.read_memory(start, end - start)
 
 
+def require_paused(machine: QEMUMachine, what: str) -> None:
+    """Refuse to check the memory of a guest that runs.
+
+    QEMU's word (``query-status``) is taken: two dumps cannot tell a paused
+    guest from a running one.  Under TCG, back to back pmemsaves can keep a
+    vCPU that waits for QEMU's big lock (to print) from running at all
+    (seen: three passes printed, yet two dumps identical).
+
+    :param what: the check refused, for the message.
+    """
+    if not is_paused(machine):
+        raise CheckFailure(f"{machine.name} runs: {what} only while it is paused")
+
+
 def assert_guest_memory(machine: QEMUMachine, profile: ArchProfile) -> None:
-    """The test range on ``machine`` obeys the guest contract."""
+    """The test range on the paused ``machine`` obeys the guest contract."""
+    require_paused(machine, "its memory can be checked")
     check_counter_pattern(read_test_range(machine, profile), profile.test_range[0])
 
 
-def assert_memory_identical(pair: MigrationPair) -> bytes:
+def assert_memory_identical(pair: MigrationPair) -> memoryview:
     """Guest RAM is the same, byte for byte, on both (paused) sides.
 
     Checking only the counters is not enough: a stream with flipped bits in
@@ -50,10 +65,9 @@ def assert_memory_identical(pair: MigrationPair) -> bytes:
     """
     profile = pair.profile
     for side in (pair.src, pair.dst):
-        if not is_paused(side.machine):
-            raise CheckFailure(f"{side.name} runs: RAM can only be compared while both are paused")
+        require_paused(side.machine, "RAM can be compared")
     test_start, test_end = profile.test_range
-    test_range = b""
+    test_range = memoryview(b"")
     for start, end in profile.ram_ranges:
         source, destination = read_memories(
             [pair.src.machine, pair.dst.machine], start, end - start
@@ -90,20 +104,6 @@ def assert_guest_runs(
         raise CheckFailure(f"the guest does not run on {machine.name}: {exc}") from exc
 
 
-def assert_memory_frozen(machine: QEMUMachine, profile: ArchProfile) -> bytes:
-    """After ``stop``, the guest's memory no longer changes.
-
-    Two dumps of the test range are compared; reading 99 MiB takes over a
-    hundred milliseconds, long enough for a running guest to make passes.
-
-    :return: the second dump.
-    """
-    first = read_test_range(machine, profile)
-    second = read_test_range(machine, profile)
-    compare_memory(first, second, profile.test_range[0], f"two dumps of stopped {machine.name}")
-    return second
-
-
 def assert_statuses_after(side: Endpoint, mark: str, forbidden: Collection[str]) -> None:
     """Once at ``mark``, ``side`` never went through ``forbidden`` and completed."""
     try:
@@ -131,7 +131,8 @@ def verify_migration(pair: MigrationPair) -> None:
     - If the destination is still paused, its RAM equals the source's.
     - The destination's test range obeys the guest contract.
     - Resumed, the destination guest runs.
-    - Stopped again, its memory is frozen and still obeys the contract.
+    - Stopped again, its memory still obeys the contract: counting on from
+      where the source left off needs the vCPU state migrated too.
     """
     profile, dst = pair.profile, pair.dst.machine
     if is_paused(dst):
@@ -142,4 +143,4 @@ def verify_migration(pair: MigrationPair) -> None:
         _log.debug("destination already runs: byte-for-byte comparison skipped")
     assert_guest_runs(dst, profile)
     pair.dst.stop()
-    check_counter_pattern(assert_memory_frozen(dst, profile), profile.test_range[0])
+    assert_guest_memory(dst, profile)
