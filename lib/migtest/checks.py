@@ -12,7 +12,7 @@ addresses with what was expected and what was found.
 from __future__ import annotations
 
 import re
-from typing import Collection, List, Sequence, Tuple, Union
+from typing import Collection, Iterator, List, Sequence, Tuple, Union
 
 from .errors import CheckFailure
 
@@ -137,21 +137,33 @@ def compare_memory(expected: Dump, found: Dump, base: int, what: str) -> None:
         raise CheckFailure(f"{what}: dumps differ in size ({len(expected)} vs {len(found)} bytes)")
     if same_bytes(expected, found):
         return
-    expected, found = bytes(expected), bytes(found)
     bad: List[Tuple[int, int, int]] = []
     differing_pages = 0
-    for start in range(0, len(expected), PAGE_SIZE):
-        want, got = expected[start : start + PAGE_SIZE], found[start : start + PAGE_SIZE]
-        if want == got:
-            continue
+    for page in _differing_pages(memoryview(expected), memoryview(found)):
         differing_pages += 1
-        for offset, (a, b) in enumerate(zip(want, got)):
-            if a != b and len(bad) < MAX_REPORTED:
-                bad.append((base + start + offset, a, b))
+        if len(bad) < MAX_REPORTED:
+            want, got = expected[page : page + PAGE_SIZE], found[page : page + PAGE_SIZE]
+            bad += [(base + page + i, a, b) for i, (a, b) in enumerate(zip(want, got)) if a != b]
+    bad = bad[:MAX_REPORTED]
     raise CheckFailure(
         f"{what} differ:\n"
         + _describe(bad, f"first {len(bad)} shown; {differing_pages} pages differ")
     )
+
+
+def _differing_pages(a: memoryview, b: memoryview) -> Iterator[int]:
+    """The offsets of the pages where ``a`` and ``b`` differ.
+
+    A corrupted migration can leave thousands: chunks are compared first,
+    and only the pages of differing chunks one by one.
+    """
+    step = CHUNK_PAGES * PAGE_SIZE
+    for chunk in range(0, len(a), step):
+        if same_bytes(a[chunk : chunk + step], b[chunk : chunk + step]):
+            continue
+        for page in range(chunk, min(chunk + step, len(a)), PAGE_SIZE):
+            if not same_bytes(a[page : page + PAGE_SIZE], b[page : page + PAGE_SIZE]):
+                yield page
 
 
 def check_statuses_after(

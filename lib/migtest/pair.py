@@ -65,6 +65,11 @@ class MigrationPair:
             raise StateError("the pair has not been started")
         return self._dst
 
+    @property
+    def shares_memory(self) -> bool:
+        """Whether both sides map guest RAM from one file (``shared_memory``)."""
+        return self._shared_memory is not None
+
     # -- machines -----------------------------------------------------------
 
     def _launch(self, name: str, binary: str, extra: Sequence[str]) -> Endpoint:
