@@ -9,6 +9,7 @@ from migtest.checks import (
     PAGE_SIZE,
     check_counter_pattern,
     check_statuses_after,
+    check_switchover_budget,
     compare_memory,
     same_bytes,
 )
@@ -156,3 +157,24 @@ def test_status_sequence_not_ending_completed_fails() -> None:
 def test_status_sequence_without_the_mark_fails() -> None:
     with pytest.raises(CheckFailure, match="never reached 'postcopy-paused'"):
         check_statuses_after(["setup", "active", "completed"], "postcopy-paused", {"failed"})
+
+
+# 2400 Mbit/s is 300 000 bytes a millisecond: 300 kB fit in 1 ms.
+AT_PRE_SWITCHOVER = {"status": "pre-switchover", "ram": {"remaining": 299_008, "mbps": 2400.0}}
+
+
+def test_switchover_within_the_limit_passes() -> None:
+    check_switchover_budget(AT_PRE_SWITCHOVER, {"downtime-limit": 1})
+
+
+def test_switchover_with_too_much_left_fails_saying_how_much() -> None:
+    info = {"ram": {"remaining": 99 * 2**20, "mbps": 2400.0}}
+    with pytest.raises(CheckFailure, match="103809024 bytes of RAM left, more than the 300000"):
+        check_switchover_budget(info, {"downtime-limit": 1})
+
+
+def test_switchover_budget_uses_the_declared_bandwidth_when_set() -> None:
+    # 100 MB/s declared: 100 kB a millisecond, whatever QEMU measured.
+    parameters = {"downtime-limit": 1, "avail-switchover-bandwidth": 100_000_000}
+    with pytest.raises(CheckFailure, match="avail-switchover-bandwidth"):
+        check_switchover_budget(AT_PRE_SWITCHOVER, parameters)

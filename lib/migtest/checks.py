@@ -12,7 +12,7 @@ addresses with what was expected and what was found.
 from __future__ import annotations
 
 import re
-from typing import Collection, Iterator, List, Sequence, Tuple, Union
+from typing import Any, Collection, Iterator, List, Mapping, Sequence, Tuple, Union
 
 from .errors import CheckFailure
 
@@ -186,4 +186,35 @@ def check_statuses_after(
             f"after '{mark}' the migration must not pass through "
             f"{', '.join(sorted({*forbidden, final}))} before ending '{final}', "
             f"but went {' -> '.join(after)}"
+        )
+
+
+def check_switchover_budget(info: Mapping[str, Any], parameters: Mapping[str, Any]) -> None:
+    """Check QEMU began the switchover only once what remained fit the downtime limit.
+
+    QEMU's rule: switch over once the RAM left to send could go within
+    ``downtime-limit`` milliseconds at the bandwidth it measured, the
+    ``ram.mbps`` it reports (or ``avail-switchover-bandwidth``, when set).
+    Read at ``pre-switchover``, the guest is stopped and nothing has been
+    sent since that decision, so ``ram.remaining`` is what it decided on.
+
+    :param info: ``query-migrate`` at ``pre-switchover``.
+    :param parameters: ``query-migrate-parameters`` at the same time.
+    :raise CheckFailure: more remained than the limit allows.
+    """
+    remaining = int(info["ram"]["remaining"])
+    limit_ms = int(parameters["downtime-limit"])
+    declared = int(parameters.get("avail-switchover-bandwidth", 0) or 0)
+    bandwidth = f"{declared} B/s (avail-switchover-bandwidth)"
+    bytes_per_ms = declared / 1000
+    if not declared:
+        mbps = float(info["ram"]["mbps"])
+        bandwidth = f"{mbps:g} Mbit/s (measured)"
+        bytes_per_ms = mbps * 1e6 / 8 / 1000
+    threshold = bytes_per_ms * limit_ms
+    # QEMU computes the threshold from the same figures, truncated to bytes.
+    if remaining > threshold + 1:
+        raise CheckFailure(
+            f"the switchover began with {remaining} bytes of RAM left, more than the "
+            f"{threshold:.0f} bytes that go in the {limit_ms} ms downtime limit at {bandwidth}"
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
+from .checks import check_switchover_budget
 from .errors import CheckFailure, MigtestError, Unavailable
 from .machine import QEMUMachine
 from .metrics import MigrationRecorder
@@ -187,11 +188,24 @@ class Endpoint:
 
         return wait_for(check, what=f"CPU throttling on {self.name}", timeout=timeout)
 
+    def assert_switchover_within_limit(self, info: Dict[str, Any]) -> None:
+        """At ``pre-switchover`` (``info``), what remains fits the downtime limit.
+
+        :raise CheckFailure: see :func:`~migtest.checks.check_switchover_budget`.
+        """
+        try:
+            check_switchover_budget(info, self.parameters())
+        except CheckFailure as exc:
+            raise CheckFailure(f"{self.name}: {exc}") from None
+
     def _raise_if_ended(self, info: Dict[str, Any], awaited: str) -> None:
         """Stop a wait for progress once the migration can make none.
 
-        A failure is QEMU's (FAIL); an early completion means the test's
-        settings did not hold the migration back (ERROR).
+        A failure is QEMU's (FAIL).  A switchover held at ``pre-switchover``
+        is checked against the downtime limit then in force: QEMU may not
+        start one while the test holds the migration back (FAIL).  Any
+        other early switchover or completion means the guest left too
+        little to send for the test's limits to hold it back (ERROR).
         """
         status = info.get("status")
         if status in ("failed", "cancelled"):
@@ -199,8 +213,10 @@ class Endpoint:
                 f"{self.name}: migration {status} while waiting for {awaited}: "
                 f"{info.get('error-desc', 'no error-desc')}"
             )
-        if status == "completed":
-            raise MigtestError(f"{self.name}: migration completed before {awaited}")
+        if status == "pre-switchover":
+            self.assert_switchover_within_limit(info)
+        if status in ("pre-switchover", "device", "completed"):
+            raise MigtestError(f"{self.name}: migration reached '{status}' before {awaited}")
 
     def status_history(self) -> List[str]:
         """Statuses announced by MIGRATION events so far (needs ``events``)."""
