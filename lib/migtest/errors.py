@@ -95,14 +95,17 @@ class WaitTimeout(MigtestError):
     :ivar what: what was being waited for, in words.
     :ivar timeout: how long we waited, in seconds.
     :ivar last_seen: the last state observed before giving up.
+    :ivar cut_short: why the wait was shorter than asked, or empty.
     """
 
-    def __init__(self, what: str, timeout: float, last_seen: object) -> None:
+    def __init__(self, what: str, timeout: float, last_seen: object, cut_short: str = "") -> None:
         self.what = what
         self.timeout = timeout
         self.last_seen = last_seen
+        self.cut_short = cut_short
+        cut = f" (cut short: {cut_short})" if cut_short else ""
         super().__init__(
-            f"timed out after {timeout:g} s waiting for {what}; last seen: {last_seen!r}"
+            f"timed out after {timeout:.3g} s{cut} waiting for {what}; last seen: {last_seen!r}"
         )
 
 

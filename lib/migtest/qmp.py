@@ -17,6 +17,7 @@ from qemu.qmp import ConnectError, ExecInterruptedError, ExecuteError, QMPClient
 from qemu.qmp import QMPError as _ClientError
 
 from .errors import QMPConnectionLost, QMPError, WaitTimeout
+from .wait import bounded
 
 Message = Dict[str, Any]
 
@@ -45,10 +46,11 @@ def _run(coro: Any, timeout: float, what: str) -> Any:
     global _loop
     if _loop is None or _loop.is_closed():
         _loop = asyncio.new_event_loop()
+    timeout, cut_short = bounded(timeout)
     try:
         return _loop.run_until_complete(asyncio.wait_for(coro, timeout))
     except asyncio.TimeoutError:
-        raise WaitTimeout(what, timeout, "no answer from QEMU") from None
+        raise WaitTimeout(what, timeout, "no answer from QEMU", cut_short) from None
 
 
 async def _new_client(name: str) -> QMPClient:

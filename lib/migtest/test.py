@@ -30,6 +30,11 @@ from .verify import (
     assert_statuses_after,
     verify_migration,
 )
+from .wait import limit_all_waits
+
+#: Seconds of the test's timeout kept back when waits are capped: enough for
+#: a wait cut short to end the test method before Avocado interrupts it.
+TIMEOUT_MARGIN = 5.0
 
 #: How the QMP trace's records are written: ``<time> migtest.qmp.src -> stop {}``.
 TRACE_FORMAT = "%(asctime)s %(name)s %(message)s"
@@ -45,7 +50,7 @@ class MigrationTest(Test):
     :avocado: disable
     """
 
-    #: Seconds before Avocado interrupts a test; every wait inside is shorter.
+    #: Seconds before Avocado interrupts a test; every wait inside ends sooner.
     timeout = 300
 
     pair: MigrationPair
@@ -53,6 +58,7 @@ class MigrationTest(Test):
     def setUp(self) -> None:
         self._lone_machines: List[QEMUMachine] = []
         self._qmp_log = self._start_qmp_log()
+        self._limit_waits()
         # First, alone: it decides what a missing binary below becomes.
         self._strict = SuiteParams.strict_from(self.params, os.environ)
         try:
@@ -67,6 +73,7 @@ class MigrationTest(Test):
         Nothing here raises: Avocado would turn the test's FAIL into an
         ERROR and replace its reason.  A step that fails is logged.
         """
+        limit_all_waits(None)  # shutting QEMU down must not be cut short
         pair: Optional[MigrationPair] = getattr(self, "pair", None)
         steps: List[Callable[[], None]] = [m.shutdown for m in getattr(self, "_lone_machines", [])]
         if pair is not None:
@@ -76,6 +83,18 @@ class MigrationTest(Test):
                 step()
             except Exception:
                 self.log.exception("tearDown: %s failed", getattr(step, "__name__", step))
+
+    def _limit_waits(self) -> None:
+        """End any wait before the test's timeout does, so the error names it.
+
+        Avocado's timeout (``self.timeout``, times ``timeout_factor``) would
+        interrupt the test wherever it is; a test whose timeout is under the
+        margin is left to it.
+        """
+        if self.timeout and self.timeout > TIMEOUT_MARGIN:
+            limit_all_waits(
+                self.timeout - TIMEOUT_MARGIN, f"the test's {self.timeout:g} s timeout is near"
+            )
 
     def _start_qmp_log(self) -> logging.Handler:
         """Send the QMP trace to its own file rather than to debug.log.

@@ -9,7 +9,7 @@ an unrelated assertion.
 from __future__ import annotations
 
 import time
-from typing import Callable, Tuple, TypeVar
+from typing import Callable, Optional, Tuple, TypeVar
 
 from .errors import WaitTimeout
 
@@ -18,6 +18,36 @@ T = TypeVar("T")
 #: Default pause between two polls.  Migration states change in milliseconds;
 #: polling more often only costs QMP round trips.
 POLL_INTERVAL = 0.01
+
+#: The moment (``time.monotonic()``) past which no wait may last, and why.
+_limit: Optional[Tuple[float, str]] = None
+
+
+def limit_all_waits(seconds: Optional[float], reason: str = "") -> None:
+    """Cut every later wait short ``seconds`` from now; ``None`` lifts the limit.
+
+    A test has a timeout of its own, and waits that are each bounded can
+    still add up past it; the test is then interrupted mid-wait, and nobody
+    says what it was waiting for.  Capped at what is left of the test's
+    time, the wait ends first, in a :class:`WaitTimeout` that says so.
+
+    :param reason: why waits end there, for the timeout message.
+    """
+    global _limit
+    _limit = None if seconds is None else (time.monotonic() + seconds, reason)
+
+
+def bounded(timeout: float) -> Tuple[float, str]:
+    """``timeout``, shortened to the limit of :func:`limit_all_waits`.
+
+    :return: the seconds a wait starting now may take, and the reason it
+        was shortened (empty when it was not).
+    """
+    if _limit is not None:
+        left = _limit[0] - time.monotonic()
+        if left < timeout:
+            return max(left, 0.0), _limit[1]
+    return timeout, ""
 
 
 def wait_for(
@@ -36,8 +66,10 @@ def wait_for(
     :param timeout: the deadline, in seconds from now.
     :param interval: pause between polls, in seconds.
     :return: the last ``seen`` value.
-    :raise WaitTimeout: when the deadline passes first.
+    :raise WaitTimeout: when the deadline, or the limit of
+        :func:`limit_all_waits`, passes first.
     """
+    timeout, cut_short = bounded(timeout)
     deadline = time.monotonic() + timeout
     while True:
         done, seen = check()
@@ -45,6 +77,6 @@ def wait_for(
             return seen
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise WaitTimeout(what, timeout, seen)
+            raise WaitTimeout(what, timeout, seen, cut_short)
         if interval > 0:
             time.sleep(min(interval, remaining))
