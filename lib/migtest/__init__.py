@@ -5,6 +5,7 @@ The layers, from the bottom up:
 - :mod:`migtest.qmp`: a synchronous facade over the ``qemu.qmp`` client.
 - :mod:`migtest.machine`: one QEMU process, its QMP monitor and its console.
 - :mod:`migtest.arch`: what each guest architecture needs (one profile each).
+- :mod:`migtest.status`: migration statuses, typed as QMP spells them.
 - :mod:`migtest.endpoint`: the migration commands of one side.
 - :mod:`migtest.transport`: how the migration stream gets from source to
   destination.

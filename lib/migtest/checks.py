@@ -15,6 +15,7 @@ import re
 from typing import Any, Collection, Iterator, List, Mapping, Sequence, Tuple, Union
 
 from .errors import CheckFailure
+from .status import Status
 
 PAGE_SIZE = 4096
 
@@ -167,7 +168,10 @@ def _differing_pages(a: memoryview, b: memoryview) -> Iterator[int]:
 
 
 def check_statuses_after(
-    history: Sequence[str], mark: str, forbidden: Collection[str], final: str = "completed"
+    history: Sequence[str],
+    mark: Status,
+    forbidden: Collection[Status],
+    final: Status = "completed",
 ) -> None:
     """Check the statuses a migration went through once it reached ``mark``.
 

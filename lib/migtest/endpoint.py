@@ -15,6 +15,7 @@ from .checks import check_switchover_budget
 from .errors import CheckFailure, MigtestError, Unavailable
 from .machine import QEMUMachine
 from .metrics import MigrationRecorder
+from .status import SWITCHING_OVER, UNSUCCESSFUL, Status
 from .wait import wait_for
 
 #: Seconds a migration status may take to be reached (QEMU's own tests cap
@@ -128,7 +129,7 @@ class Endpoint:
         self.machine.cmd("migrate-continue", state="pre-switchover")
 
     def wait_for_status(
-        self, *statuses: str, timeout: float = STATUS_TIMEOUT, fail_on: Iterable[str] = ()
+        self, *statuses: Status, timeout: float = STATUS_TIMEOUT, fail_on: Iterable[Status] = ()
     ) -> Dict[str, Any]:
         """Wait until the migration status is one of ``statuses``.
 
@@ -208,14 +209,14 @@ class Endpoint:
         little to send for the test's limits to hold it back (ERROR).
         """
         status = info.get("status")
-        if status in ("failed", "cancelled"):
+        if status in UNSUCCESSFUL:
             raise CheckFailure(
                 f"{self.name}: migration {status} while waiting for {awaited}: "
                 f"{info.get('error-desc', 'no error-desc')}"
             )
         if status == "pre-switchover":
             self.assert_switchover_within_limit(info)
-        if status in ("pre-switchover", "device", "completed"):
+        if status in SWITCHING_OVER:
             raise MigtestError(f"{self.name}: migration reached '{status}' before {awaited}")
 
     def status_history(self) -> List[str]:

@@ -14,6 +14,7 @@ from .endpoint import STATUS_TIMEOUT, Endpoint
 from .errors import StateError
 from .machine import QEMUMachine
 from .params import SuiteParams
+from .status import UNSUCCESSFUL
 from .transport import Transport, make_transport
 from .wait import wait_for
 
@@ -220,9 +221,8 @@ class MigrationPair:
         :return: the source's final ``query-migrate`` answer.
         :raise MigtestError: a side reached ``failed`` or ``cancelled``.
         """
-        doomed = ("failed", "cancelled")
-        self.src.wait_for_status("completed", fail_on=doomed)
-        self.dst.wait_for_status("completed", fail_on=doomed)
+        self.src.wait_for_status("completed", fail_on=UNSUCCESSFUL)
+        self.dst.wait_for_status("completed", fail_on=UNSUCCESSFUL)
         self.dst.read_final_stats()
         return self.src.read_final_stats()
 

@@ -24,6 +24,7 @@ from .pair import MigrationPair
 from .params import SuiteParams
 from .plot import render_timeline_svg
 from .qmp import TRACE_FILE, TRACE_LOGGER
+from .status import Status
 from .verify import (
     assert_command_fails,
     assert_guest_runs,
@@ -225,7 +226,9 @@ class MigrationTest(Test):
         """The guest on ``machine`` prints and counts on."""
         assert_guest_runs(machine, self.suite.profile)
 
-    def assert_statuses_after(self, side: Endpoint, mark: str, forbidden: Collection[str]) -> None:
+    def assert_statuses_after(
+        self, side: Endpoint, mark: Status, forbidden: Collection[Status]
+    ) -> None:
         """Once at ``mark``, ``side`` never went through ``forbidden`` and completed."""
         assert_statuses_after(side, mark, forbidden)
 

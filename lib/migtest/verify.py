@@ -16,6 +16,7 @@ from .endpoint import Endpoint
 from .errors import CheckFailure, QMPError, WaitTimeout
 from .machine import QEMUMachine, read_memories
 from .pair import MigrationPair
+from .status import Status
 from .wait import wait_for
 
 #: Seconds a resumed guest gets to show it runs.
@@ -104,7 +105,7 @@ def assert_guest_runs(
         raise CheckFailure(f"the guest does not run on {machine.name}: {exc}") from exc
 
 
-def assert_statuses_after(side: Endpoint, mark: str, forbidden: Collection[str]) -> None:
+def assert_statuses_after(side: Endpoint, mark: Status, forbidden: Collection[Status]) -> None:
     """Once at ``mark``, ``side`` never went through ``forbidden`` and completed."""
     try:
         check_statuses_after(side.status_history(), mark, forbidden)
