@@ -128,3 +128,34 @@ def test_console_and_output_files(x86_binary: str, workdir: Path) -> None:
     assert vm.console_path.parent == workdir
     assert vm.console_text() == ""
     assert vm.output == ""
+
+
+def fd_is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def test_descriptor_qemu_may_still_open_lives_as_long_as_qemu(
+    x86_binary: str, workdir: Path
+) -> None:
+    with machine(x86_binary, workdir) as vm:
+        vm.launch()
+        fd = os.memfd_create("selftest")
+        vm.close_after_exit(fd)
+        assert fd_is_open(fd), "closed while QEMU could still open /proc/<pid>/fd/<n>"
+        vm.shutdown()
+        assert not fd_is_open(fd)
+        late = os.memfd_create("selftest-late")
+        vm.close_after_exit(late)
+        assert not fd_is_open(late), "QEMU is gone: nothing to wait for"
+
+
+def test_memory_is_read_through_a_mapped_dump(x86_binary: str, workdir: Path) -> None:
+    with machine(x86_binary, workdir, "-m", "16M") as vm:
+        vm.launch()
+        dump = vm.read_memory(0, 1 << 20)
+        assert len(dump) == 1 << 20 and dump.readonly
+        assert all(path.suffix == ".log" for path in workdir.iterdir()), "a dump file is left"

@@ -8,7 +8,7 @@ from typing import Iterator
 
 import pytest
 
-from migtest.errors import CheckFailure
+from migtest.errors import CheckFailure, WaitTimeout
 from migtest.pair import MigrationPair
 from migtest.params import SuiteParams
 from migtest.verify import (
@@ -17,6 +17,7 @@ from migtest.verify import (
     assert_memory_identical,
     verify_migration,
 )
+from migtest.wait import limit_all_waits
 
 
 @pytest.fixture
@@ -67,6 +68,18 @@ def test_paused_guest_is_not_running(pair: MigrationPair) -> None:
     pair.src.machine.cmd("stop")
     with pytest.raises(CheckFailure, match="does not run on src"):
         assert_guest_runs(pair.src.machine, pair.profile, timeout=0.5)
+
+
+def test_guest_check_out_of_time_is_no_verdict_on_the_guest(pair: MigrationPair) -> None:
+    pair.src.machine.cmd("stop")
+    limit_all_waits(0.3, "the test's time is up")
+    try:
+        with pytest.raises(WaitTimeout) as timeout:
+            assert_guest_runs(pair.src.machine, pair.profile)
+    finally:
+        limit_all_waits(None)
+    assert not isinstance(timeout.value, CheckFailure)
+    assert timeout.value.cut_short == "the test's time is up"
 
 
 def test_memory_check_refuses_a_running_guest(pair: MigrationPair) -> None:

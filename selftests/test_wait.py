@@ -37,6 +37,18 @@ def test_limit_cuts_a_longer_wait_short_and_says_why() -> None:
     assert time.monotonic() - started < 5
 
 
+def test_inner_wait_cut_short_is_reported_as_the_outer_one() -> None:
+    # A check whose own bounded wait (a QMP round trip) meets the limit.
+    def check() -> tuple[bool, str]:
+        wait_for(lambda: (False, None), what="a QMP answer", timeout=30)
+        return False, "never"
+
+    limit_all_waits(0.1, "out of time")
+    with pytest.raises(WaitTimeout, match="waiting for the migration to end") as timeout:
+        wait_for(check, what="the migration to end", timeout=60)
+    assert timeout.value.cut_short == "out of time"
+
+
 def test_shorter_waits_keep_their_own_timeout_under_a_limit() -> None:
     limit_all_waits(60, "far away")
     with pytest.raises(WaitTimeout) as timeout:

@@ -163,8 +163,9 @@ class Endpoint:
         A second sync means a first full pass over RAM is complete and the
         pages dirtied meanwhile are found, to be sent again.
 
-        :raise CheckFailure: the migration failed or was cancelled.
-        :raise MigtestError: it completed first (it was meant not to converge).
+        :raise CheckFailure: see :meth:`_raise_if_ended`.
+        :raise MigtestError: it switched over first (it was meant not to
+            converge).
         """
 
         def check() -> Tuple[bool, int]:
@@ -179,7 +180,11 @@ class Endpoint:
         return synced
 
     def wait_for_throttle(self, timeout: float = STATUS_TIMEOUT) -> int:
-        """Wait until auto-converge throttles the guest; return the percentage."""
+        """Wait until auto-converge throttles the guest; return the percentage.
+
+        :raise CheckFailure: see :meth:`_raise_if_ended`.
+        :raise MigtestError: it switched over first.
+        """
 
         def check() -> Tuple[bool, int]:
             info = self.info()
@@ -189,24 +194,14 @@ class Endpoint:
 
         return wait_for(check, what=f"CPU throttling on {self.name}", timeout=timeout)
 
-    def assert_switchover_within_limit(self, info: Dict[str, Any]) -> None:
-        """At ``pre-switchover`` (``info``), what remains fits the downtime limit.
-
-        :raise CheckFailure: see :func:`~migtest.checks.check_switchover_budget`.
-        """
-        try:
-            check_switchover_budget(info, self.parameters())
-        except CheckFailure as exc:
-            raise CheckFailure(f"{self.name}: {exc}") from None
-
     def _raise_if_ended(self, info: Dict[str, Any], awaited: str) -> None:
         """Stop a wait for progress once the migration can make none.
 
-        A failure is QEMU's (FAIL).  A switchover held at ``pre-switchover``
-        is checked against the downtime limit then in force: QEMU may not
-        start one while the test holds the migration back (FAIL).  Any
-        other early switchover or completion means the guest left too
-        little to send for the test's limits to hold it back (ERROR).
+        A failure or cancellation is QEMU's (FAIL).  A switchover held at
+        ``pre-switchover`` is checked against the downtime limit then in
+        force: more left than that limit allows is QEMU's fault (FAIL).
+        Otherwise an early switchover or completion means the guest left
+        too little to send for the test's limits to hold it back (ERROR).
         """
         status = info.get("status")
         if status in UNSUCCESSFUL:
@@ -215,7 +210,10 @@ class Endpoint:
                 f"{info.get('error-desc', 'no error-desc')}"
             )
         if status == "pre-switchover":
-            self.assert_switchover_within_limit(info)
+            try:
+                check_switchover_budget(info, self.parameters())
+            except CheckFailure as exc:
+                raise CheckFailure(f"{self.name}: {exc}") from None
         if status in SWITCHING_OVER:
             raise MigtestError(f"{self.name}: migration reached '{status}' before {awaited}")
 

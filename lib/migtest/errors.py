@@ -105,7 +105,8 @@ class WaitTimeout(MigtestError):
         self.cut_short = cut_short
         cut = f" (cut short: {cut_short})" if cut_short else ""
         super().__init__(
-            f"timed out after {timeout:.3g} s{cut} waiting for {what}; last seen: {last_seen!r}"
+            f"timed out after {round(timeout, 3):g} s{cut} waiting for {what}; "
+            f"last seen: {last_seen!r}"
         )
 
 

@@ -102,6 +102,7 @@ class QEMUMachine:
         self._qmp: Optional[QMPConnection] = None
         self._state = Runstate.CREATED
         self._events: List[Message] = []
+        self._close_after_exit: List[int] = []
         self._next_event = 0
         self._log = logging.getLogger(f"migtest.machine.{name}")
 
@@ -173,6 +174,8 @@ class QEMUMachine:
         if self._process is not None and self._process.poll() is None:
             self._process.kill()
             self._process.wait()
+        while self._close_after_exit:
+            os.close(self._close_after_exit.pop())
         if self._qmp is not None:
             self._qmp.close()
             self._qmp = None
@@ -302,6 +305,13 @@ class QEMUMachine:
         )
         return event
 
+    def close_after_exit(self, fd: int) -> None:
+        """Close our descriptor ``fd`` once this QEMU is gone (at once if it is)."""
+        if self.is_running():
+            self._close_after_exit.append(fd)
+        else:
+            os.close(fd)
+
     def read_memory(self, address: int, size: int) -> memoryview:
         """Read guest physical memory through ``pmemsave``; see :func:`read_memories`."""
         return read_memories([self], address, size)[0]
@@ -319,13 +329,16 @@ def read_memories(machines: Sequence[QEMUMachine], address: int, size: int) -> L
     nothing goes through the disk, no file name exists to be left behind,
     and the dump is mapped rather than copied into Python.
 
-    :return: read-only views of the dumps; each dump's memory is freed with
-        its view.
+    :return: read-only views of the dumps; a dump's memory is freed once
+        no view of it (slices included) is left.
     :raise QMPError: QEMU could not read the range or write the dump.
     :raise MigtestError: QEMU said it did, but the dump is short.
     """
-    fds = [os.memfd_create(f"migtest-{m.name}-dump", os.MFD_CLOEXEC) for m in machines]
+    fds: List[int] = []
+    answered = False
     try:
+        for m in machines:
+            fds.append(os.memfd_create(f"migtest-{m.name}-dump", os.MFD_CLOEXEC))
         execute_together(
             [
                 (m._monitor(), "pmemsave", {"val": address, "size": size, "filename": _path(fd)})
@@ -333,10 +346,16 @@ def read_memories(machines: Sequence[QEMUMachine], address: int, size: int) -> L
             ],
             COMMAND_TIMEOUT,
         )
+        answered = True
         return [_map(fd, size, m.name) for m, fd in zip(machines, fds)]
     finally:
-        for fd in fds:
-            os.close(fd)
+        for m, fd in zip(machines, fds):
+            if answered:
+                os.close(fd)
+            else:
+                # A QEMU that did not answer may still open /proc/<pid>/fd/<n>:
+                # that number must not name another file of ours until it is gone.
+                m.close_after_exit(fd)
 
 
 def _path(fd: int) -> str:

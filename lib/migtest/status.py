@@ -3,7 +3,7 @@
 Tests name statuses the way ``query-migrate`` and the MIGRATION event report
 them (QEMU's ``MigrationStatus``, qapi/migration.json).  Where the suite
 asks for one, it is typed :data:`Status`, so a misspelt status is a type
-error rather than a wait that never ends.  Statuses read from QEMU stay
+error rather than a wait that runs into its timeout.  Statuses read from QEMU stay
 plain strings: a newer QEMU may report one this list does not know.
 """
 
@@ -17,8 +17,6 @@ Status = Literal[
     "completed", "failed", "colo", "pre-switchover", "device", "wait-unplug",
 ]  # fmt: skip
 
-#: Where a migration has ended for good, one way or the other.
-ENDED: Tuple[Status, ...] = ("completed", "failed", "cancelled")
 #: Where a migration that did not succeed has ended.
 UNSUCCESSFUL: Tuple[Status, ...] = ("failed", "cancelled")
 #: Where the source has begun the switchover (with pause-before-switchover).

@@ -71,8 +71,16 @@ def wait_for(
     """
     timeout, cut_short = bounded(timeout)
     deadline = time.monotonic() + timeout
+    seen: object = None
     while True:
-        done, seen = check()
+        try:
+            done, seen = check()
+        except WaitTimeout as inner:
+            if not inner.cut_short:
+                raise
+            # The check's own QMP round trip met the limit first: the wait
+            # that ran out of time is this one.
+            raise WaitTimeout(what, timeout, seen, inner.cut_short) from inner
         if done:
             return seen
         remaining = deadline - time.monotonic()

@@ -57,10 +57,11 @@ class AutoConverge(MigrationTest):
     """Auto-converge: QEMU throttles a guest that dirties memory too fast.
 
     Throttling must start at exactly cpu-throttle-initial and never pass
-    max-cpu-throttle.  Stop-and-copy must begin only once what remains fits
-    the downtime limit at the bandwidth QEMU measured: pause-before-switchover
-    holds the migration there for the check, which has teeth while the 1 ms
-    limit holds the migration back (a switchover then fails the test).
+    max-cpu-throttle.  While the 1 ms downtime limit holds the migration
+    back, a switchover may only begin if what remains fits that limit at the
+    bandwidth QEMU measured; pause-before-switchover holds any switchover
+    for the check (more left is a FAIL).  Once allowed to converge, under a
+    30 s limit, the same check could not fail, so it is not made.
 
     :avocado: enable
     :avocado: tags=migration,precopy,auto-converge,unix
@@ -87,7 +88,6 @@ class AutoConverge(MigrationTest):
         pair.allow_convergence()
         info = pair.src.wait_for_status("pre-switchover", fail_on=("failed", "completed"))
         self.assertLessEqual(info.get("cpu-throttle-percentage", 0), self.MAXIMUM)
-        pair.src.assert_switchover_within_limit(info)
         pair.src.continue_switchover()
         pair.wait_for_completion()
         self.verify_migration()
