@@ -74,7 +74,7 @@ class MigrationTest(Test):
         Nothing here raises: Avocado would turn the test's FAIL into an
         ERROR and replace its reason.  A step that fails is logged.
         """
-        limit_all_waits(None)  # shutting QEMU down must not be cut short
+        self._limit_waits()  # a window of its own: Avocado times tearDown apart
         pair: Optional[MigrationPair] = getattr(self, "pair", None)
         steps: List[Callable[[], None]] = [m.shutdown for m in getattr(self, "_lone_machines", [])]
         if pair is not None:
