@@ -40,9 +40,9 @@ def require_paused(machine: QEMUMachine, what: str) -> None:
     """Refuse to check the memory of a guest that runs.
 
     QEMU's word (``query-status``) is taken: two dumps cannot tell a paused
-    guest from a running one.  Under TCG, back to back pmemsaves can keep a
-    vCPU that waits for QEMU's big lock (to print) from running at all
-    (seen: three passes printed, yet two dumps identical).
+    guest from a running one.  Under TCG, two pmemsaves in a row were seen
+    identical while the guest printed three passes, presumably its console
+    write waiting for the big lock pmemsave holds (README, "Findings").
 
     :param what: the check refused, for the message.
     """
