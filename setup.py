@@ -18,6 +18,13 @@ setup(
     },
     install_requires=[
         "avocado-framework>=113,<114",
+        # Avocado 113 imports pkg_resources but does not declare setuptools.
+        # A Python 3.11 venv happens to ship a setuptools that has it; a
+        # 3.12+ venv ships none, and pip would bring one without it (gone
+        # from setuptools 81 on; 80.9 and 80.10 warn at every import).  66.1
+        # is the oldest whose pkg_resources imports on Python 3.12+.
+        # Drop this once the Avocado we require no longer imports it.
+        "setuptools>=66.1,<80.9",
         "avocado-framework-plugin-varianter-yaml-to-mux>=113,<114",
         "qemu.qmp>=0.0.6",
         # Avocado's own HTML report, next to ours in every job directory.
@@ -27,6 +34,6 @@ setup(
     extras_require={
         # What `make check` needs on top: tests, formatter/linter, type checker,
         # and what the packaging self-test builds a plain install with.
-        "dev": ["pytest>=7", "ruff>=0.5", "mypy>=1.8", "setuptools", "wheel"],
+        "dev": ["pytest>=7", "ruff>=0.5", "mypy>=1.8", "wheel"],
     },
 )
