@@ -8,6 +8,7 @@ from migtest.checks import (
     CHUNK_PAGES,
     PAGE_SIZE,
     check_counter_pattern,
+    check_shared_ram_not_sent,
     check_statuses_after,
     check_switchover_budget,
     compare_memory,
@@ -178,3 +179,28 @@ def test_switchover_budget_uses_the_declared_bandwidth_when_set() -> None:
     parameters = {"downtime-limit": 1, "avail-switchover-bandwidth": 100_000_000}
     with pytest.raises(CheckFailure, match="avail-switchover-bandwidth"):
         check_switchover_budget(AT_PRE_SWITCHOVER, parameters)
+
+
+# Measured with QEMU 10.0, x86_64 and ppc64 (the latter's 4.3 MB of
+# ``transferred`` are its hash page table, not RAM).
+SHARED = 150 * 2**20
+X86_SHARED_RUN = {"total": 532_480, "normal-bytes": 212_992, "transferred": 327_924}
+PPC64_SHARED_RUN = {"total": 0, "normal-bytes": 0, "transferred": 4_387_485}
+
+
+@pytest.mark.parametrize("ram", [X86_SHARED_RUN, PPC64_SHARED_RUN])
+def test_shared_ram_left_out_passes(ram: dict[str, int]) -> None:
+    check_shared_ram_not_sent(ram, SHARED)
+
+
+def test_shared_ram_counted_as_migratable_fails() -> None:
+    ram = {**X86_SHARED_RUN, "total": SHARED + 532_480}
+    with pytest.raises(CheckFailure, match="shared RAM included"):
+        check_shared_ram_not_sent(ram, SHARED)
+
+
+def test_shared_ram_sent_fails() -> None:
+    # What the guest's 99 MiB of counter pages would send.
+    ram = {**X86_SHARED_RUN, "normal-bytes": 99 * 2**20}
+    with pytest.raises(CheckFailure, match="103809024 bytes of page data were sent"):
+        check_shared_ram_not_sent(ram, SHARED)

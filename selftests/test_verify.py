@@ -99,3 +99,19 @@ def test_dead_destination_fails_the_migration(pair: MigrationPair) -> None:
     with pytest.raises(CheckFailure, match="reached 'failed'"):
         pair.src.wait_for_status("completed", fail_on=("failed",))
     assert_guest_runs(pair.src.machine, pair.profile)
+
+
+def test_final_stats_of_a_completed_source_are_read(pair: MigrationPair) -> None:
+    migrate_stopped(pair)
+    final = pair.src.read_final_stats()
+    assert final["status"] == "completed"
+    assert pair.src.recorder.final is final
+
+
+def test_final_stats_wait_for_the_source_to_finish(pair: MigrationPair) -> None:
+    """A source not (or no longer) in postmigrate has no final figures yet."""
+    migrate_stopped(pair)
+    pair.dst.machine.shutdown()  # it holds the disk image's lock
+    pair.src.cont()
+    with pytest.raises(WaitTimeout, match=r"run state postmigrate .*running"):
+        pair.src.read_final_stats(timeout=0.5)

@@ -92,21 +92,33 @@ class Endpoint:
         return result
 
     def read_final_stats(self, timeout: float = 10.0) -> Dict[str, Any]:
-        """Read the statistics of a finished migration, once they are final.
+        """Read the statistics of a completed migration, once they are final.
 
-        QEMU 7.2's first ``completed`` answer can still say total-time 0.
+        QEMU says ``completed`` before a source's figures are final: QEMU
+        7.2 computes total-time and downtime just after setting that status,
+        under the big lock, in the same step that moves the source's run
+        state to ``postmigrate``; later versions compute them before.  So a
+        source's figures are read once its run state is ``postmigrate`` (a
+        total-time of 0 then means under a millisecond, as QEMU 10.0 shows
+        on s390x).  A destination reports no times: its answer is final.
         """
 
-        def check() -> Tuple[bool, Dict[str, Any]]:
-            info = self.info()
-            # A destination reports no times at all: its last answer is final.
-            return info.get("total-time", 0) > 0 or "setup-time" not in info, info
+        def check() -> Tuple[bool, str]:
+            state = self.run_state()
+            return state == "postmigrate", state
 
-        info: Dict[str, Any] = wait_for(
-            check, what=f"{self.name} to report the migration's total-time", timeout=timeout
-        )
+        info = self.info()
+        if "setup-time" in info:
+            what = f"{self.name} to reach run state postmigrate (run state shown)"
+            wait_for(check, what=what, timeout=timeout)
+            info = self.info()
         self.recorder.final = info
         return info
+
+    def run_state(self) -> str:
+        """The guest's run state, as ``query-status`` names it (``running``, ...)."""
+        status: str = self.machine.cmd("query-status")["status"]
+        return status
 
     def migrate(self, uri: str, **arguments: Any) -> None:
         """Start migrating to ``uri`` (on the source)."""
