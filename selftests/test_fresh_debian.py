@@ -125,3 +125,17 @@ def test_report_names_each_command_with_its_verdict_and_time() -> None:
         "  make run     passed in 61 s",
         "  make check   FAILED (exit 2) in 301 s",
     ]
+
+
+def test_registry_files_are_pip_apt_fetch_settings_and_local_cas(tmp_path: Path) -> None:
+    apt, cas = tmp_path / "apt.conf.d", tmp_path / "cas"
+    apt.mkdir(), cas.mkdir()
+    (apt / "99proxy").write_text('Acquire::http::Proxy "http://p:3128";\n')
+    (apt / "docker-clean").write_text('DPkg::Post-Invoke { "rm -f /var/cache/apt/*.bin"; };\n')
+    (cas / "site.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    saved = fresh.APT_CONF_DIR, fresh.LOCAL_CAS, fresh.PIP_CONFIGS
+    fresh.APT_CONF_DIR, fresh.LOCAL_CAS, fresh.PIP_CONFIGS = apt, cas, ()
+    try:
+        assert fresh.registry_files() == [cas / "site.crt", apt / "99proxy"]
+    finally:
+        fresh.APT_CONF_DIR, fresh.LOCAL_CAS, fresh.PIP_CONFIGS = saved
