@@ -11,7 +11,7 @@ setup(
     license="GPL-2.0-or-later",
     python_requires=">=3.9",
     package_dir={"migtest": "lib/migtest", "migtest_guests": "guests"},
-    packages=["migtest", "migtest_guests"],
+    packages=["migtest", "migtest.report", "migtest_guests"],
     package_data={
         "migtest": ["py.typed"],
         "migtest_guests": ["README", "*/guest.img", "*/guest.bin", "*/guest.elf"],
@@ -30,7 +30,7 @@ setup(
         # Avocado's own HTML report, next to ours in every job directory.
         "avocado-framework-plugin-result-html>=113,<114",
     ],
-    entry_points={"console_scripts": ["migtest-report = migtest.jobreport:main"]},
+    entry_points={"console_scripts": ["migtest-report = migtest.report.jobpage:main"]},
     extras_require={
         # What `make check` needs on top: tests, formatter/linter, type checker,
         # and what the packaging self-test builds a plain install with.

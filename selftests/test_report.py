@@ -1,7 +1,9 @@
-"""The migration plot and the job report: synthetic timelines, then a real job."""
+"""The migration plot and the job report: synthetic timelines, then a real job;
+and the names of the files they read."""
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -14,10 +16,16 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from conftest import ROOT, qemu_or_skip
 
-from migtest import jobreport
-from migtest.plot import HEIGHT, WIDTH, render_timeline_svg
-from migtest.qmp import TRACE_FILE
-from migtest.test import METRICS_FILE
+from migtest.artifacts import (
+    METRICS_FILE,
+    PLOT_FILE,
+    REPORT_FILE,
+    TRACE_FILE,
+    console_file,
+    output_file,
+)
+from migtest.report import jobpage
+from migtest.report.timeline import HEIGHT, WIDTH, render_timeline_svg
 
 SVG = "{http://www.w3.org/2000/svg}"
 MIB = 1 << 20
@@ -138,9 +146,9 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def report_of(job: Path, *args: str) -> Path:
-    """Run the command line; it prints where the page went."""
+    """Run the installed command (setup.py's entry point); it prints where the page went."""
     completed = subprocess.run(
-        [sys.executable, "-m", "migtest.jobreport", str(job), *args],
+        [str(Path(sys.executable).parent / "migtest-report"), str(job), *args],
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     return Path(completed.stdout.strip())
@@ -148,7 +156,7 @@ def report_of(job: Path, *args: str) -> Path:
 
 def test_report_of_a_real_job(job: Path) -> None:
     page = report_of(job)
-    assert page == job / jobreport.REPORT_FILE
+    assert page == job / REPORT_FILE
     html = page.read_text()
     for name in ("Precopy.test_unix", "DeprecatedCommands.test_removed_commands",
                  "tests/migration/precopy.py", "x86_64", "tcg", "2 PASS"):  # fmt: skip
@@ -158,7 +166,7 @@ def test_report_of_a_real_job(job: Path) -> None:
     final = json.loads(metrics.read_text())["sides"]["src"]["final"]
     assert f'<b class="total">{final["total-time"]}</b>' in html
     assert f'<b class="downtime">{final["downtime"]}</b>' in html
-    plot = metrics.with_name(jobreport.PLOT_FILE)
+    plot = metrics.with_name(PLOT_FILE)
     assert "Precopy.test_unix" in "".join(ET.parse(plot).getroot().itertext())
     logs = [metrics.parent.parent / name for name in ("debug.log", TRACE_FILE)]
     assert_links_resolve(page, html, expect=[plot, *logs])
@@ -210,7 +218,65 @@ def test_not_a_job_directory_exits_2_saying_so(
     if layout == "garbage":
         (directory / "results.json").write_text("<html>")
     with pytest.raises(SystemExit) as exited:
-        jobreport.main([str(directory)])
+        jobpage.main([str(directory)])
     assert exited.value.code == 2
     assert f"{directory} is not an Avocado job results directory" in capsys.readouterr().err
-    assert not (directory / jobreport.REPORT_FILE).exists()
+    assert not (directory / REPORT_FILE).exists()
+
+
+def test_the_report_loads_no_qmp_client() -> None:
+    """The report only reads files: loading it must not load the QMP client
+    (asyncio, qemu.qmp, and the log level migtest.qmp sets on it)."""
+    probe = (
+        "import sys, migtest.report.jobpage; print(*sorted(m for m in sys.modules "
+        "if m.partition('.')[0] in ('asyncio', 'qemu') or m in ('migtest.qmp', 'migtest.machine')))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    assert loaded == []
+
+
+#: The code that writes or reads what a test leaves in its results.
+CODE = [
+    *(ROOT / "lib" / "migtest").rglob("*.py"),
+    *(ROOT / "tests" / "migration").rglob("*.py"),
+    *(ROOT / "scripts" / name for name in ("bench", "soak", "avocado_jobs.py")),
+]
+
+
+def string_literals(path: Path) -> List[str]:
+    """The string literals of a Python file, docstrings left out."""
+    tree = ast.parse(path.read_text(), str(path))
+    documented = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, documented) and node.body and isinstance(node.body[0], ast.Expr)
+    }
+    return [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        and id(node) not in docstrings
+    ]  # fmt: skip
+
+
+def test_artifact_names_are_spelled_only_in_artifacts() -> None:
+    """Writers and readers take every name from migtest.artifacts, so that
+    renaming a file there renames it for both; a copy of the name left
+    anywhere else would make its reader find nothing, silently."""
+    names = [METRICS_FILE, PLOT_FILE, TRACE_FILE, REPORT_FILE, console_file("")]
+    # The output file's name is only a suffix, too common to look for in a
+    # string: found as a literal of its own, it builds a file name.
+    suffix = output_file("")
+    spelled = {
+        str(path.relative_to(ROOT)): found
+        for path in CODE
+        if path.name != "artifacts.py"
+        for found in [
+            [s for s in string_literals(path) if s == suffix or any(n in s for n in names)]
+        ]
+        if found
+    }
+    assert spelled == {}

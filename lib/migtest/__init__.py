@@ -2,6 +2,8 @@
 
 The layers, from the bottom up:
 
+- :mod:`migtest.artifacts`: the names of the files a test leaves in its
+  results, which the report and ``scripts/bench`` read back.
 - :mod:`migtest.qmp`: a synchronous facade over the ``qemu.qmp`` client.
 - :mod:`migtest.machine`: one QEMU process, its QMP monitor and its console.
 - :mod:`migtest.arch`: what each guest architecture needs (one profile each).
@@ -16,6 +18,7 @@ The layers, from the bottom up:
 - :mod:`migtest.proxy`: a proxy that damages or cuts the migration stream.
 - :mod:`migtest.test`: the Avocado base class the tests in
   ``tests/migration`` stand on.
-- :mod:`migtest.plot` and :mod:`migtest.jobreport`: a timeline picture per
-  test, and one HTML page per Avocado job (``migtest-report JOBDIR``).
+- :mod:`migtest.report`: for people, from the files ``artifacts`` names: a
+  timeline picture per test, and one HTML page per Avocado job
+  (``migtest-report JOBDIR``).
 """

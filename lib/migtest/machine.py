@@ -23,6 +23,7 @@ from subprocess import Popen
 from types import TracebackType
 from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 
+from .artifacts import console_file, output_file
 from .errors import LaunchError, MigtestError, QMPConnectionLost, StateError, WaitTimeout
 from .qmp import Message, QMPConnection, execute_together
 from .wait import wait_for
@@ -33,6 +34,9 @@ LAUNCH_TIMEOUT = 30.0
 COMMAND_TIMEOUT = 60.0
 #: Seconds QEMU gets to exit after ``quit`` before it is killed.
 SHUTDOWN_TIMEOUT = 10.0
+#: How the debug log's record of a launch starts, before the command line:
+#: ``scripts/bench`` reads it as the moment QEMU started.
+LAUNCH_PREFIX = "launch: "
 
 _PR_SET_PDEATHSIG = 1
 # Looked up now: between fork and exec, in a process with threads, the child
@@ -95,8 +99,8 @@ class QEMUMachine:
         self.binary = binary
         self.name = name
         self.workdir = Path(workdir)
-        self.console_path = self.workdir / f"{name}-console.log"
-        self.output_path = self.workdir / f"{name}.log"
+        self.console_path = self.workdir / console_file(name)
+        self.output_path = self.workdir / output_file(name)
         self._args = list(args)
         self._process: Optional[subprocess.Popen[bytes]] = None
         self._qmp: Optional[QMPConnection] = None
@@ -134,7 +138,7 @@ class QEMUMachine:
         self.console_path.touch()
         ours, theirs = socket.socketpair()
         cmdline = self.command_line(theirs.fileno())
-        self._log.debug("launch: %s", shlex.join(cmdline))
+        self._log.debug(LAUNCH_PREFIX + "%s", shlex.join(cmdline))
         try:
             with open(self.output_path, "wb") as output:
                 self._process = _spawn(cmdline, output, theirs.fileno(), self.workdir)

@@ -12,11 +12,6 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-#: What each migration test writes in its output directory: the metrics...
-METRICS_FILE = "migration.json"
-#: ...and their timeline, drawn.
-PLOT_FILE = "migration.svg"
-
 #: Seconds between two kept samples (status changes are always kept).
 SAMPLE_INTERVAL = 0.05
 

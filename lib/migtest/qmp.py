@@ -21,11 +21,17 @@ from .wait import bounded
 
 Message = Dict[str, Any]
 
-#: The QMP trace: every command (``-> ``) and answer (``<- ``) of a QEMU
-#: called NAME is logged at DEBUG to ``migtest.qmp.NAME``...
+#: The QMP trace: every command and answer of a QEMU called NAME is logged
+#: at DEBUG to ``migtest.qmp.NAME`` (a migration test keeps it in
+#: :data:`migtest.artifacts.TRACE_FILE`).
 TRACE_LOGGER = "migtest.qmp"
-#: ...which a migration test keeps in this file, next to its debug.log.
-TRACE_FILE = "qmp.log"
+#: How the trace starts a command's record: ``-> query-status {}``, the
+#: command's name up to the first space, then its arguments.
+#: ``scripts/bench`` reads these records to time each round trip...
+COMMAND_PREFIX = "-> "
+#: ...up to the record of its answer: ``<- {'status': 'running', ...}``.  A
+#: command QEMU answered with an error gets none.
+ANSWER_PREFIX = "<- "
 
 # Every command and answer is logged once, by QMPConnection, in one record
 # each.  qemu.qmp's own debug log says it all again, pretty-printed over many
@@ -97,7 +103,7 @@ class QMPConnection:
 
     async def execute_async(self, command: str, arguments: Optional[Mapping[str, object]]) -> Any:
         """:meth:`execute` as a coroutine, for :func:`execute_together`."""
-        self._log.debug("-> %s %s", command, dict(arguments or {}))
+        self._log.debug(COMMAND_PREFIX + "%s %s", command, dict(arguments or {}))
         try:
             result = await self._client.execute(command, arguments)
         except ExecuteError as exc:
@@ -106,7 +112,7 @@ class QMPConnection:
             raise QMPConnectionLost(
                 f"{self.name}: connection lost during '{command}': {exc!r}"
             ) from exc
-        self._log.debug("<- %s", result)
+        self._log.debug(ANSWER_PREFIX + "%s", result)
         return result
 
     def send_fd(self, fd: int) -> None:

@@ -16,14 +16,15 @@ from typing import Any, Callable, Collection, List, NoReturn, Optional, Sequence
 
 from avocado import Test
 
+from .artifacts import METRICS_FILE, PLOT_FILE, TRACE_FILE
 from .endpoint import Endpoint
 from .errors import QMPError, Unavailable
 from .machine import QEMUMachine
-from .metrics import METRICS_FILE, PLOT_FILE, summarize
+from .metrics import summarize
 from .pair import MigrationPair
 from .params import SuiteParams
-from .plot import render_timeline_svg
-from .qmp import TRACE_FILE, TRACE_LOGGER
+from .qmp import TRACE_LOGGER
+from .report.timeline import render_timeline_svg
 from .status import Status
 from .verify import (
     assert_command_fails,

@@ -8,7 +8,7 @@ the test's timeline plot and its ``debug.log``.  It reads only what the job
 left on disk (``results.json``, ``jobdata/`` and each test's
 ``migration.json``), so it works on any finished job, copied or not::
 
-    python -m migtest.jobreport ~/avocado/job-results/latest
+    migtest-report ~/avocado/job-results/latest
 
 The page is self-contained: the CSS is inline, and it links to files of the
 job by relative paths, so the directory can be archived or served as is.
@@ -27,17 +27,14 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import quote
 
-from .arch import DEFAULT_ARCH
-from .errors import MigtestError
-from .host import DEFAULT_ACCEL
-from .metrics import METRICS_FILE, PLOT_FILE
-from .plot import render_timeline_svg
-from .qmp import TRACE_FILE
+from ..arch import DEFAULT_ARCH
+from ..artifacts import METRICS_FILE, PLOT_FILE, REPORT_FILE, TRACE_FILE
+from ..errors import MigtestError
+from ..host import DEFAULT_ACCEL
+from .timeline import render_timeline_svg
 
 LOG = logging.getLogger(__name__)
 
-#: The page's name in the job directory, unless told otherwise.
-REPORT_FILE = "migration-report.html"
 #: A test's parameters when neither its variant nor ``-p`` set them (README).
 DEFAULTS = {"arch": DEFAULT_ARCH, "accel": DEFAULT_ACCEL}
 #: Statuses in the order the header counts them, with results.json's keys.
@@ -294,7 +291,8 @@ def write_plots(job: Job) -> List[Path]:
 def write_report(directory: Path, output: Optional[Path] = None) -> Path:
     """Write the report of the job in ``directory``, and the missing plots.
 
-    :param output: the HTML file; ``directory/migration-report.html`` by default.
+    :param output: the HTML file; :data:`~migtest.artifacts.REPORT_FILE` in
+        ``directory`` by default.
     :raise NotAJobDirectory: see :func:`load_job`.
     :return: the path of the report.
     """
@@ -457,9 +455,9 @@ def _href(path: Path, base: Path) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Command line: ``python -m migtest.jobreport JOBDIR [-o FILE]``."""
+    """Command line: ``migtest-report JOBDIR [-o FILE]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m migtest.jobreport",
+        prog="migtest-report",
         description="Write one HTML page of an Avocado job's migration tests: a test x "
         "variant grid with status, total time and downtime, and each test's timeline plot.",
     )

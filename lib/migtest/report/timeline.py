@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 from xml.sax.saxutils import escape, quoteattr
 
-from .arch import MiB
+from ..arch import MiB
 
 #: The size the picture is drawn for, in pixels.
 WIDTH, HEIGHT = 800, 360
