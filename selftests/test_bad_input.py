@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT
 
 from migtest.errors import ConfigError
-from migtest.transport import make_transport
+from migtest.transport import make_channel
 
 TEST = "tests/migration/precopy.py:Precopy.test_unix"
 
@@ -57,4 +57,4 @@ def test_each_bad_parameter_is_named_with_what_it_accepts(tmp_path: Path) -> Non
 
 def test_unknown_transport_names_parameter() -> None:
     with pytest.raises(ConfigError, match="'transport': accepted one of unix, tcp, fd"):
-        make_transport("carrier-pigeon")
+        make_channel("carrier-pigeon")

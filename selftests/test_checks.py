@@ -11,6 +11,7 @@ from migtest.checks import (
     check_shared_ram_not_sent,
     check_statuses_after,
     check_switchover_budget,
+    check_throttle_steps,
     compare_memory,
     same_bytes,
 )
@@ -204,3 +205,23 @@ def test_shared_ram_sent_fails() -> None:
     ram = {**X86_SHARED_RUN, "normal-bytes": 99 * 2**20}
     with pytest.raises(CheckFailure, match="103809024 bytes of page data were sent"):
         check_shared_ram_not_sent(ram, SHARED)
+
+
+@pytest.mark.parametrize("seen", [[5, 55, 95], [5, 95], [5]])
+def test_throttle_on_the_grid_passes(seen: list[int]) -> None:
+    check_throttle_steps(seen, initial=5, increment=50, maximum=95)
+
+
+@pytest.mark.parametrize(
+    ("seen", "complaint"),
+    [
+        ([20, 55, 95], "the first is not cpu-throttle-initial"),
+        ([5, 55, 105], "105 is above max-cpu-throttle"),
+        ([5, 60, 95], "60 is not initial"),
+        ([5, 95, 55], "55 follows 95: throttling fell"),
+        ([], "the first is not"),
+    ],
+)
+def test_throttle_off_the_grid_fails(seen: list[int], complaint: str) -> None:
+    with pytest.raises(CheckFailure, match=complaint):
+        check_throttle_steps(seen, initial=5, increment=50, maximum=95)

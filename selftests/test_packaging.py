@@ -27,6 +27,7 @@ EXPECTED_TESTS = {
     "tests/migration/precopy.py:Precopy.test_unix",
     "tests/migration/precopy.py:Precopy.test_tcp",
     "tests/migration/precopy.py:Precopy.test_fd",
+    "tests/migration/precopy.py:Precopy.test_exec",
     "tests/migration/validate_uuid.py:ValidateUuid.test_same_uuid",
     "tests/migration/validate_uuid.py:ValidateUuid.test_different_uuid",
     "tests/migration/validate_uuid.py:ValidateUuid.test_uuid_only_on_source",

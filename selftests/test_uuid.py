@@ -25,7 +25,7 @@ def mismatched(tcg_params: SuiteParams, workdir: Path) -> Iterator[MigrationPair
 
 
 def test_expecting_completion_fails_when_validation_refuses(mismatched: MigrationPair) -> None:
-    mismatched.src.set_capabilities(validate_uuid=True)
+    mismatched.src.set_capabilities({"validate-uuid": True})
     mismatched.migrate("unix")
     with pytest.raises(CheckFailure, match="reached 'failed'"):
         mismatched.wait_for_completion()

@@ -254,3 +254,27 @@ def check_shared_ram_not_sent(ram: Mapping[str, Any], shared_bytes: int) -> None
             f"{sent} bytes of page data were sent (normal-bytes), not under "
             f"{SHARED_RAM_SENT_LIMIT}: the shared RAM was sent"
         )
+
+
+def check_throttle_steps(seen: Sequence[int], initial: int, increment: int, maximum: int) -> None:
+    """Check auto-converge's throttle percentages, in the order they were seen.
+
+    QEMU's rule: the first throttle is ``cpu-throttle-initial``; each later
+    one adds ``cpu-throttle-increment``, capped at ``max-cpu-throttle``.
+    Polling may miss a step, so a step of several increments passes, but
+    every percentage must be on that grid, rising, and none above the cap.
+
+    :raise CheckFailure: the first percentage is not ``initial``, or one is
+        off the grid, falls, or passes ``maximum``.
+    """
+    grid = {min(initial + k * increment, maximum) for k in range(len(seen) + 100)}
+    problems = []
+    if not seen or seen[0] != initial:
+        problems.append(f"the first is not cpu-throttle-initial ({initial})")
+    problems += [f"{p} is above max-cpu-throttle ({maximum})" for p in seen if p > maximum]
+    problems += [
+        f"{p} is not initial + k * increment, nor the maximum" for p in seen if p not in grid
+    ]
+    problems += [f"{b} follows {a}: throttling fell" for a, b in zip(seen, seen[1:]) if b <= a]
+    if problems:
+        raise CheckFailure(f"throttle percentages {list(seen)}: " + "; ".join(problems))

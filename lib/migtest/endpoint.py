@@ -1,30 +1,29 @@
 """The migration commands of one side, source or destination.
 
-An :class:`Endpoint` wraps a :class:`~migtest.machine.QEMUMachine` with the
-verbs migration tests use, in Python terms: capabilities and parameters are
-keyword arguments, statuses are strings QEMU defines, and every setting is
-read back, because a QEMU that accepts a value and then ignores it is a bug
-this suite should catch.
+An :class:`Endpoint` wraps a :class:`~migtest.machine.QEMUMachine` and is
+the one place that talks migration to it: every migration QMP command the
+suite sends goes out from here.  Names are spelled as QMP spells them and
+typed (:mod:`migtest.qapi`), so a misspelt capability is a type error;
+every setting is read back, because a QEMU that accepts a value and then
+ignores it is a bug this suite should catch; and what the QEMU lacks is an
+:class:`~migtest.errors.Unavailable` naming it, the binary and its version.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple
+from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple, cast
 
 from .checks import check_switchover_budget
 from .errors import CheckFailure, MigtestError, Unavailable
 from .machine import QEMUMachine
 from .metrics import MigrationRecorder
+from .qapi import Capability, MigrationInfo, MigrationParameters, Target, target_arguments
 from .status import SWITCHING_OVER, UNSUCCESSFUL, Status
 from .wait import wait_for
 
 #: Seconds a migration status may take to be reached (QEMU's own tests cap
 #: their status waits at 120 s after unlimited waits hung CI).
 STATUS_TIMEOUT = 120.0
-
-
-def _qmp_name(name: str) -> str:
-    return name.replace("_", "-")
 
 
 class Endpoint:
@@ -34,8 +33,24 @@ class Endpoint:
         self.machine = machine
         self.name = machine.name
         self._capabilities: Optional[FrozenSet[str]] = None
+        self._commands: Optional[FrozenSet[str]] = None
+        self._version: Optional[str] = None
         #: The migration's timeline, as seen by this side.
         self.recorder = MigrationRecorder()
+
+    # -- what this QEMU has ---------------------------------------------------
+
+    @property
+    def version(self) -> str:
+        """QEMU's version, ``major.minor.micro`` (``query-version``)."""
+        if self._version is None:
+            qemu = self.machine.cmd("query-version")["qemu"]
+            self._version = f"{qemu['major']}.{qemu['minor']}.{qemu['micro']}"
+        return self._version
+
+    def describe(self) -> str:
+        """Which QEMU this side is, for messages: ``src (QEMU 7.2.22, /usr/bin/...)``."""
+        return f"{self.name} (QEMU {self.version}, {self.machine.binary})"
 
     def supported_capabilities(self) -> FrozenSet[str]:
         """The migration capabilities this QEMU knows."""
@@ -44,54 +59,133 @@ class Endpoint:
             self._capabilities = frozenset(c["capability"] for c in caps)
         return self._capabilities
 
-    def require_capabilities(self, names: Iterable[str]) -> None:
+    def supported_commands(self) -> FrozenSet[str]:
+        """The QMP commands this QEMU knows."""
+        if self._commands is None:
+            self._commands = frozenset(c["name"] for c in self.machine.cmd("query-commands"))
+        return self._commands
+
+    def require_capabilities(self, names: Iterable[Capability]) -> None:
         """:raise Unavailable: this QEMU lacks one of the capabilities ``names``."""
-        missing = sorted(set(map(_qmp_name, names)) - self.supported_capabilities())
+        missing = sorted(set(names) - self.supported_capabilities())
         if missing:
             raise Unavailable(
-                f"{self.name} QEMU ({self.machine.binary}) lacks the migration "
-                f"capabilities: {', '.join(missing)}"
+                f"{self.describe()} lacks the migration capabilities: {', '.join(missing)}"
             )
 
-    def set_capabilities(self, **capabilities: bool) -> None:
+    def require_commands(self, names: Iterable[str]) -> None:
+        """:raise Unavailable: this QEMU lacks one of the QMP commands ``names``."""
+        missing = sorted(set(names) - self.supported_commands())
+        if missing:
+            raise Unavailable(f"{self.describe()} lacks the QMP commands: {', '.join(missing)}")
+
+    # -- settings -------------------------------------------------------------
+
+    def set_capabilities(self, capabilities: Mapping[Capability, bool]) -> None:
         """Set migration capabilities and check that QEMU took them.
 
         :raise Unavailable: QEMU does not know one of them.
+        :raise CheckFailure: QEMU accepted them but reads back others.
         """
         self.require_capabilities(capabilities)
-        wanted = {_qmp_name(k): v for k, v in capabilities.items()}
         self.machine.cmd(
             "migrate-set-capabilities",
-            capabilities=[{"capability": k, "state": v} for k, v in wanted.items()],
+            capabilities=[{"capability": k, "state": v} for k, v in capabilities.items()],
         )
         current = {
             c["capability"]: c["state"] for c in self.machine.cmd("query-migrate-capabilities")
         }
+        wanted = {str(k): v for k, v in capabilities.items()}
         wrong = {k: current.get(k) for k, v in wanted.items() if current.get(k) != v}
         if wrong:
-            raise CheckFailure(f"{self.name}: capabilities set to {wanted} but read back {wrong}")
+            raise CheckFailure(
+                f"{self.name}: capabilities set to {dict(wanted)} but read back {wrong}"
+            )
 
-    def set_parameters(self, **parameters: Any) -> None:
-        """Set migration parameters and check that QEMU took them."""
-        wanted = {_qmp_name(k): v for k, v in parameters.items()}
+    def set_parameters(self, parameters: MigrationParameters) -> None:
+        """Set migration parameters and check that QEMU took them.
+
+        :raise Unavailable: QEMU does not know one of them.
+        :raise CheckFailure: QEMU accepted them but reads back other values.
+        """
+        wanted: Mapping[str, Any] = parameters
+        current: Mapping[str, Any] = self.parameters()
+        unknown = sorted(set(wanted) - set(current))
+        if unknown:
+            raise Unavailable(
+                f"{self.describe()} lacks the migration parameters: {', '.join(unknown)}"
+            )
         self.machine.cmd("migrate-set-parameters", **wanted)
         current = self.parameters()
         wrong = {k: current.get(k) for k, v in wanted.items() if current.get(k) != v}
         if wrong:
-            raise CheckFailure(f"{self.name}: parameters set to {wanted} but read back {wrong}")
+            raise CheckFailure(
+                f"{self.name}: parameters set to {dict(wanted)} but read back {wrong}"
+            )
 
-    def parameters(self) -> Dict[str, Any]:
-        """The current migration parameters, with QMP names."""
-        result: Dict[str, Any] = self.machine.cmd("query-migrate-parameters")
-        return result
+    def parameters(self) -> MigrationParameters:
+        """The current migration parameters (``query-migrate-parameters``)."""
+        return cast(MigrationParameters, self.machine.cmd("query-migrate-parameters"))
 
-    def info(self) -> Dict[str, Any]:
+    def send_removed_command(self, command: str, value: Any) -> None:
+        """Send one of the migration commands QEMU 6.0 removed (``migrate_set_speed``...).
+
+        Only to check that a QEMU keeps its own version's contract: present
+        and working, or gone (``CommandNotFound``).
+        """
+        self.machine.cmd(command, value=value)
+
+    # -- the migration --------------------------------------------------------
+
+    def info(self) -> MigrationInfo:
         """The answer to ``query-migrate``, also kept in :attr:`recorder`."""
-        result: Dict[str, Any] = self.machine.cmd("query-migrate")
+        result = cast(MigrationInfo, self.machine.cmd("query-migrate"))
         self.recorder.record(result)
         return result
 
-    def read_final_stats(self, timeout: float = 10.0) -> Dict[str, Any]:
+    def listen(self, target: Target) -> None:
+        """Wait for an incoming migration (``migrate-incoming``, on a destination)."""
+        self.machine.cmd("migrate-incoming", **target_arguments(target))
+
+    def migrate(self, target: Target, **arguments: Any) -> None:
+        """Start migrating to ``target`` (``migrate``, on the source)."""
+        self.machine.cmd("migrate", **target_arguments(target), **arguments)
+
+    def recover(self, uri: str) -> None:
+        """Listen for a paused postcopy migration's new channel (``migrate-recover``)."""
+        self.machine.cmd("migrate-recover", uri=uri)
+
+    def resume(self, target: Target) -> None:
+        """Resume a paused postcopy migration over a new channel (on the source)."""
+        self.migrate(target, resume=True)
+
+    def pause(self) -> None:
+        """Pause a postcopy migration, breaking its channel (``migrate-pause``)."""
+        self.machine.cmd("migrate-pause")
+
+    def start_postcopy(self) -> None:
+        """Switch the running migration to postcopy (on the source)."""
+        self.machine.cmd("migrate-start-postcopy")
+
+    def cancel(self) -> None:
+        """Cancel the outgoing migration."""
+        self.machine.cmd("migrate_cancel")
+
+    def continue_switchover(self) -> None:
+        """Let a migration held by pause-before-switchover finish."""
+        self.machine.cmd("migrate-continue", state="pre-switchover")
+
+    def stop(self) -> None:
+        """Pause the guest's vCPUs."""
+        self.machine.cmd("stop")
+
+    def cont(self) -> None:
+        """Resume the guest's vCPUs."""
+        self.machine.cmd("cont")
+
+    # -- waiting for the migration -------------------------------------------
+
+    def read_final_stats(self, timeout: float = 10.0) -> MigrationInfo:
         """Read the statistics of a completed migration, once they are final.
 
         QEMU says ``completed`` before a source's figures are final: QEMU
@@ -112,7 +206,7 @@ class Endpoint:
             what = f"{self.name} to reach run state postmigrate (run state shown)"
             wait_for(check, what=what, timeout=timeout)
             info = self.info()
-        self.recorder.final = info
+        self.recorder.final = cast(Dict[str, Any], info)
         return info
 
     def run_state(self) -> str:
@@ -120,29 +214,9 @@ class Endpoint:
         status: str = self.machine.cmd("query-status")["status"]
         return status
 
-    def migrate(self, uri: str, **arguments: Any) -> None:
-        """Start migrating to ``uri`` (on the source)."""
-        self.machine.cmd("migrate", uri=uri, **arguments)
-
-    def stop(self) -> None:
-        """Pause the guest's vCPUs."""
-        self.machine.cmd("stop")
-
-    def cont(self) -> None:
-        """Resume the guest's vCPUs."""
-        self.machine.cmd("cont")
-
-    def cancel(self) -> None:
-        """Cancel the outgoing migration."""
-        self.machine.cmd("migrate_cancel")
-
-    def continue_switchover(self) -> None:
-        """Let a migration held by pause-before-switchover finish."""
-        self.machine.cmd("migrate-continue", state="pre-switchover")
-
     def wait_for_status(
         self, *statuses: Status, timeout: float = STATUS_TIMEOUT, fail_on: Iterable[Status] = ()
-    ) -> Dict[str, Any]:
+    ) -> MigrationInfo:
         """Wait until the migration status is one of ``statuses``.
 
         :param fail_on: statuses that mean the awaited one can no longer
@@ -154,7 +228,7 @@ class Endpoint:
         """
         doomed = set(fail_on) - set(statuses)
 
-        def check() -> Tuple[bool, Dict[str, Any]]:
+        def check() -> Tuple[bool, MigrationInfo]:
             info = self.info()
             status = info.get("status", "none")
             if status in doomed:
@@ -166,7 +240,7 @@ class Endpoint:
             return status in statuses, info
 
         what = f"migration status {'/'.join(statuses)} on {self.name}"
-        info: Dict[str, Any] = wait_for(check, what=what, timeout=timeout)
+        info: MigrationInfo = wait_for(check, what=what, timeout=timeout)
         return info
 
     def wait_for_dirty_sync(self, count: int, timeout: float = STATUS_TIMEOUT) -> int:
@@ -191,22 +265,27 @@ class Endpoint:
         )
         return synced
 
-    def wait_for_throttle(self, timeout: float = STATUS_TIMEOUT) -> int:
-        """Wait until auto-converge throttles the guest; return the percentage.
+    def wait_for_throttle(self, percentage: int, timeout: float = STATUS_TIMEOUT) -> List[int]:
+        """Wait until auto-converge throttles the guest by ``percentage`` or more.
 
+        :return: every throttle percentage seen on the way, in order, each once.
         :raise CheckFailure: see :meth:`_raise_if_ended`.
         :raise MigtestError: it switched over first.
         """
+        seen: List[int] = []
 
-        def check() -> Tuple[bool, int]:
+        def check() -> Tuple[bool, List[int]]:
             info = self.info()
-            self._raise_if_ended(info, "CPU throttling")
-            percentage = int(info.get("cpu-throttle-percentage", 0))
-            return percentage > 0, percentage
+            self._raise_if_ended(info, f"CPU throttling at {percentage} %")
+            current = int(info.get("cpu-throttle-percentage", 0))
+            if current and (not seen or seen[-1] != current):
+                seen.append(current)
+            return current >= percentage, seen
 
-        return wait_for(check, what=f"CPU throttling on {self.name}", timeout=timeout)
+        what = f"CPU throttling at {percentage} % or more on {self.name} (percentages seen)"
+        return wait_for(check, what=what, timeout=timeout)
 
-    def _raise_if_ended(self, info: Dict[str, Any], awaited: str) -> None:
+    def _raise_if_ended(self, info: MigrationInfo, awaited: str) -> None:
         """Stop a wait for progress once the migration can make none.
 
         A failure or cancellation is QEMU's (FAIL).  A switchover held at

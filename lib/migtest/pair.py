@@ -7,24 +7,25 @@ import os
 import shutil
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Dict, List, Optional, Sequence, Type, Union
+from typing import Any, List, Mapping, Optional, Sequence, Type, Union
 
 from .arch import ArchProfile
 from .endpoint import STATUS_TIMEOUT, Endpoint
-from .errors import StateError
+from .errors import ConfigError, StateError
 from .machine import QEMUMachine
 from .params import SuiteParams
+from .qapi import Capability, MigrationInfo, MigrationParameters
 from .status import UNSUCCESSFUL
-from .transport import Transport, make_transport
+from .transport import LEFTOVER_PATTERNS, Channel, make_channel
 from .wait import wait_for
 
 #: No stop-and-copy fits in 1 ms at 300 MB/s (threshold: 300 KB) while the
 #: guest dirties megabytes between two syncs.  Measured under TCG: at 1 GiB/s
 #: a migration still converged at its second sync 5 times in 6; at 300 MB/s
 #: none did in 24 runs over four architectures, and a pass takes ~0.3 s.
-NON_CONVERGING = {"downtime_limit": 1, "max_bandwidth": 300_000_000}
+NON_CONVERGING: MigrationParameters = {"downtime-limit": 1, "max-bandwidth": 300_000_000}
 #: With 1 GiB/s and 30 s of allowed downtime, any guest here converges.
-CONVERGING = {"downtime_limit": 30_000, "max_bandwidth": 1 << 30}
+CONVERGING: MigrationParameters = {"downtime-limit": 30_000, "max-bandwidth": 1 << 30}
 
 #: Where shared guest RAM lives: a tmpfs both QEMUs can map.
 SHM_DIR = Path("/dev/shm")
@@ -48,7 +49,7 @@ class MigrationPair:
         self._dst: Optional[Endpoint] = None
         self._machines: List[QEMUMachine] = []
         self._endpoints: List[Endpoint] = []
-        self._transports: List[Transport] = []
+        self._channels: List[Channel] = []
         self._shared_memory: Optional[Path] = None
         self._log = logging.getLogger("migtest.pair")
 
@@ -77,7 +78,7 @@ class MigrationPair:
         guest = Path(self.profile.guest)  # relative: QEMU runs in the workdir
         if not (self.workdir / guest).exists():
             shutil.copyfile(self.profile.guest_file(), self.workdir / guest)
-        args = self.profile.qemu_args(self.params.accel, guest, self._shared_memory)
+        args = self.params.qemu_args(guest, self._shared_memory)
         machine = QEMUMachine(binary, [*args, *extra], name=name, workdir=self.workdir)
         self._machines.append(machine)
         machine.launch()
@@ -117,7 +118,7 @@ class MigrationPair:
         finally:
             self._unlink_shared_memory()
         # MIGRATION events give every test the sequence of statuses.
-        self.set_capabilities(events=True)
+        self.set_capabilities({"events": True})
         self.wait_for_guest(self._src.machine, self.params.boot_timeout)
 
     def replace_destination(self, *, dst_paused: bool = True, dst_args: Sequence[str] = ()) -> None:
@@ -132,7 +133,7 @@ class MigrationPair:
             raise StateError("a destination sharing guest RAM cannot be replaced")
         self.dst.machine.shutdown()
         self._dst = self._launch_destination(f"dst{len(self._machines)}", dst_paused, dst_args)
-        self._dst.set_capabilities(events=True)
+        self._dst.set_capabilities({"events": True})
 
     def _unlink_shared_memory(self) -> None:
         if self._shared_memory is not None:
@@ -151,41 +152,68 @@ class MigrationPair:
 
     # -- settings -----------------------------------------------------------
 
-    def set_capabilities(self, **capabilities: bool) -> None:
-        """Set migration capabilities on both sides."""
+    def require_capabilities(self, *names: Capability) -> None:
+        """:raise Unavailable: either side's QEMU lacks one of the capabilities."""
         for side in (self.src, self.dst):
-            side.set_capabilities(**capabilities)
+            side.require_capabilities(names)
+
+    def require_commands(self, *names: str) -> None:
+        """:raise Unavailable: either side's QEMU lacks one of the QMP commands."""
+        for side in (self.src, self.dst):
+            side.require_commands(names)
+
+    def set_capabilities(self, capabilities: Mapping[Capability, bool]) -> None:
+        """Set migration capabilities on both sides (both must know them first)."""
+        self.require_capabilities(*capabilities)
+        for side in (self.src, self.dst):
+            side.set_capabilities(capabilities)
+
+    def set_parameters(self, parameters: MigrationParameters) -> None:
+        """Set migration parameters on both sides, for features that need both."""
+        for side in (self.src, self.dst):
+            side.set_parameters(parameters)
 
     def prevent_convergence(self) -> None:
         """Make the source unable to finish until :meth:`allow_convergence`."""
-        self.src.set_parameters(**NON_CONVERGING)
+        self.src.set_parameters(NON_CONVERGING)
 
     def allow_convergence(self) -> None:
         """Let the source finish the migration."""
-        self.src.set_parameters(**CONVERGING)
+        self.src.set_parameters(CONVERGING)
 
     # -- migration ----------------------------------------------------------
 
-    def _transport(self, transport: Union[str, Transport], channel: str) -> Transport:
-        if isinstance(transport, str):
-            transport = make_transport(transport, channel)
-        self._transports.append(transport)
-        return transport
+    def _channel(self, channel: Union[str, Channel], label: str) -> Channel:
+        if isinstance(channel, str):
+            channel = make_channel(channel, label)
+        self._channels.append(channel)
+        return channel
 
-    def migrate(self, transport: Union[str, Transport], **migrate_args: Any) -> Transport:
-        """Make the destination listen and start migrating to it.
+    def migrate(self, channel: Union[str, Channel], **migrate_args: Any) -> Channel:
+        """Migrate over ``channel``: started, for a live one; written, for one that is not.
 
-        :param transport: a transport or its name (``unix``, ``tcp``, ``fd``).
+        Over a live channel (a stream) the destination listens, then the
+        source starts sending; the call returns while it migrates.  A
+        channel that is not live holds the whole migration (a file): the
+        source writes it all, then the destination starts loading it.
+
+        :param channel: a channel or its name (``unix``, ``tcp``, ``fd``, ``exec``).
+        :raise CheckFailure: the source failed to write a non-live channel.
         """
-        transport = self._transport(transport, f"migration{len(self._transports)}")
-        self._log.debug("migrating over %s", transport.name)
-        self.dst.machine.cmd("migrate-incoming", uri=transport.incoming_uri(self.dst))
-        self.src.migrate(transport.outgoing_uri(self.src, self.dst), **migrate_args)
-        return transport
+        channel = self._channel(channel, f"migration{len(self._channels)}")
+        self._log.debug("migrating over %s", channel.name)
+        if channel.live:
+            self.dst.listen(channel.listen_target(self.dst))
+            self.src.migrate(channel.send_target(self.src, self.dst), **migrate_args)
+        else:
+            self.src.migrate(channel.send_target(self.src, self.dst), **migrate_args)
+            self.src.wait_for_status("completed", fail_on=UNSUCCESSFUL)
+            self.dst.listen(channel.listen_target(self.dst))
+        return channel
 
     def start_postcopy(self) -> None:
         """Switch the running migration to postcopy."""
-        self.src.machine.cmd("migrate-start-postcopy")
+        self.src.start_postcopy()
 
     def wait_for_switchover(self) -> None:
         """Wait until the guest stopped on the source and resumed on the destination."""
@@ -206,16 +234,22 @@ class MigrationPair:
 
     def pause(self) -> None:
         """Pause a postcopy migration from the source, breaking its channel."""
-        self.src.machine.cmd("migrate-pause")
+        self.src.pause()
 
-    def recover(self, transport: Union[str, Transport]) -> Transport:
-        """Resume a paused postcopy migration over a new channel."""
-        transport = self._transport(transport, f"recovery{len(self._transports)}")
-        self.dst.machine.cmd("migrate-recover", uri=transport.incoming_uri(self.dst))
-        self.src.migrate(transport.outgoing_uri(self.src, self.dst), resume=True)
-        return transport
+    def recover(self, channel: Union[str, Channel]) -> Channel:
+        """Resume a paused postcopy migration over a new (live) channel.
 
-    def wait_for_completion(self) -> Dict[str, Any]:
+        :raise ConfigError: ``channel`` is not live, or names no URI.
+        """
+        channel = self._channel(channel, f"recovery{len(self._channels)}")
+        target = channel.listen_target(self.dst)
+        if not channel.live or not isinstance(target, str):
+            raise ConfigError("channel", channel.name, "a live channel with a URI for recovery")
+        self.dst.recover(target)
+        self.src.resume(channel.send_target(self.src, self.dst))
+        return channel
+
+    def wait_for_completion(self) -> MigrationInfo:
         """Wait until both sides report the migration completed.
 
         :return: the source's final ``query-migrate`` answer.
@@ -242,11 +276,12 @@ class MigrationPair:
                     self._log.exception("%s: shutdown failed; killing it", machine.name)
                     machine.kill()
         finally:
-            for transport in self._transports:
-                transport.close()
+            for channel in self._channels:
+                channel.close()
             self._unlink_shared_memory()
-            # Sockets and the guest copy are ours; logs stay for the results.
-            for leftover in [*self.workdir.glob("*.sock"), self.workdir / self.profile.guest]:
+            # Sockets, files and the guest copy are ours; logs stay for the results.
+            leftovers = [p for pattern in LEFTOVER_PATTERNS for p in self.workdir.glob(pattern)]
+            for leftover in [*leftovers, self.workdir / self.profile.guest]:
                 leftover.unlink(missing_ok=True)
 
     def __enter__(self) -> MigrationPair:

@@ -1,7 +1,9 @@
-"""A TCP proxy for the migration stream, that can damage or cut it.
+"""Faults in the migration stream: a proxy that damages, cuts, stalls or delays it.
 
-Fault-injection tests put it between source and destination.  It runs its
-own asyncio loop in a thread, so tests stay synchronous, and it listens on
+:class:`FaultyChannel` puts a :class:`MigrationProxy` in front of any live
+channel (unix, tcp, fd): the source sends to the proxy, and the proxy
+reaches the destination the way that channel does.  The proxy runs its own
+asyncio loop in a thread, so tests stay synchronous, and listens on
 127.0.0.1 only, on a port the kernel picks.
 """
 
@@ -9,13 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
-from typing import Any, Coroutine, List, Optional, Set, Tuple
+from typing import Any, Callable, Coroutine, List, Optional, Set, Tuple
 
-from .errors import MigtestError
+from .endpoint import Endpoint
+from .errors import ConfigError, MigtestError, StateError
+from .qapi import Target
+from .transport import Channel
 
 #: Bytes read at once; also the granularity of corruption.
 CHUNK = 64 * 1024
+
+#: Seconds the proxy's own loop may take for a request of ours.
+PROXY_TIMEOUT = 10.0
 
 _log = logging.getLogger("migtest.proxy")
 
@@ -48,15 +57,22 @@ class Corruption:
 
 
 class MigrationProxy:
-    """Forward connections from 127.0.0.1:<port> to ``target``.
+    """Forward each connection made to 127.0.0.1:<port> to a socket ``dial`` returns.
 
-    :param target: ``(host, port)`` the destination listens on.
+    :param dial: connects to the destination, once per incoming connection.
     :param corruption: damage to do to the source-to-destination direction.
+    :param delay: seconds each chunk from the source is held back.
     """
 
-    def __init__(self, target: Tuple[str, int], corruption: Optional[Corruption] = None) -> None:
-        self.target = target
+    def __init__(
+        self,
+        dial: Callable[[], socket.socket],
+        corruption: Optional[Corruption] = None,
+        delay: float = 0.0,
+    ) -> None:
+        self.dial = dial
         self.corruption = corruption
+        self.delay = delay
         #: Bytes passed from source to destination so far.
         self.forwarded = 0
         self._loop = asyncio.new_event_loop()
@@ -64,6 +80,8 @@ class MigrationProxy:
         self._server: Optional[asyncio.AbstractServer] = None
         self._writers: Set[asyncio.StreamWriter] = set()
         self._tasks: List[asyncio.Task[None]] = []
+        self._flowing = asyncio.Event()
+        self._flowing.set()
 
     def start(self) -> Tuple[str, int]:
         """Start listening; return the address the source should connect to."""
@@ -71,29 +89,34 @@ class MigrationProxy:
         future = asyncio.run_coroutine_threadsafe(
             asyncio.start_server(self._accept, "127.0.0.1", 0), self._loop
         )
-        self._server = future.result(timeout=10)
+        self._server = future.result(timeout=PROXY_TIMEOUT)
         host, port = self._server.sockets[0].getsockname()[:2]
-        _log.debug("proxy 127.0.0.1:%d -> %s:%d", port, *self.target)
+        _log.debug("proxy listens on 127.0.0.1:%d", port)
         return host, port
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError as exc:
-            _log.debug("proxy cannot reach %s: %s", self.target, exc)
+            upstream = await self._loop.run_in_executor(None, self.dial)
+            upstream.setblocking(False)
+            up_reader, up_writer = await asyncio.open_connection(sock=upstream)
+        except (OSError, MigtestError) as exc:
+            _log.debug("proxy cannot reach the destination: %s", exc)
             writer.close()
             return
         self._writers.update((writer, up_writer))
-        forward = asyncio.ensure_future(self._pump(reader, up_writer, damage=True))
-        backward = asyncio.ensure_future(self._pump(up_reader, writer, damage=False))
+        forward = asyncio.ensure_future(self._pump(reader, up_writer, from_source=True))
+        backward = asyncio.ensure_future(self._pump(up_reader, writer, from_source=False))
         self._tasks += [forward, backward]
 
     async def _pump(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, damage: bool
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, from_source: bool
     ) -> None:
         try:
             while data := await reader.read(CHUNK):
-                if damage:
+                if from_source:
+                    await self._flowing.wait()
+                    if self.delay:
+                        await asyncio.sleep(self.delay)
                     if self.corruption is not None:
                         data = self.corruption.apply(data, self.forwarded)
                     self.forwarded += len(data)
@@ -106,8 +129,21 @@ class MigrationProxy:
 
     def cut(self) -> None:
         """Drop every connection at once, as a broken link would."""
-
         self._call(self._drop())
+
+    def stall(self) -> None:
+        """Stop passing the source's bytes on, keeping the connections open."""
+        self._call(self._set_flowing(False))
+
+    def resume(self) -> None:
+        """Pass the source's bytes on again after :meth:`stall`."""
+        self._call(self._set_flowing(True))
+
+    async def _set_flowing(self, flowing: bool) -> None:
+        if flowing:
+            self._flowing.set()
+        else:
+            self._flowing.clear()
 
     async def _drop(self) -> None:
         for writer in self._writers:
@@ -122,7 +158,7 @@ class MigrationProxy:
             return
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
-            future.result(timeout=10)
+            future.result(timeout=PROXY_TIMEOUT)
         except Exception as exc:
             raise MigtestError(f"proxy: {exc!r}") from exc
 
@@ -140,6 +176,64 @@ class MigrationProxy:
             self._call(stop())
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=PROXY_TIMEOUT)
             if not self._thread.is_alive():
                 self._loop.close()
+
+
+class FaultyChannel(Channel):
+    """A live channel with a :class:`MigrationProxy` between the sides.
+
+    The destination listens as ``inner`` has it listen; the source sends to
+    the proxy over TCP, and the proxy reaches the destination through
+    ``inner`` (:meth:`Channel.dialer`).  Faults: ``corruption`` and ``delay``
+    from the start, :meth:`cut`, :meth:`stall` and :meth:`resume` on demand.
+
+    :raise ConfigError: ``inner`` is not live (a file has no stream to damage).
+    """
+
+    name = "faulty"
+
+    def __init__(
+        self,
+        inner: Channel,
+        corruption: Optional[Corruption] = None,
+        delay: float = 0.0,
+    ) -> None:
+        if not inner.live:
+            raise ConfigError("channel", inner.name, "a live stream (unix, tcp, fd) for a proxy")
+        super().__init__(inner.label)
+        self.inner = inner
+        self.corruption = corruption
+        self.delay = delay
+        self.proxy: Optional[MigrationProxy] = None
+
+    def listen_target(self, dst: Endpoint) -> Target:
+        return self.inner.listen_target(dst)
+
+    def send_target(self, src: Endpoint, dst: Endpoint) -> Target:
+        self.proxy = MigrationProxy(self.inner.dialer(dst), self.corruption, self.delay)
+        host, port = self.proxy.start()
+        return f"tcp:{host}:{port}"
+
+    def _started(self) -> MigrationProxy:
+        if self.proxy is None:
+            raise StateError("the stream has no fault to take before the migration starts")
+        return self.proxy
+
+    def cut(self) -> None:
+        """Break the link, as a failing network would."""
+        self._started().cut()
+
+    def stall(self) -> None:
+        """Hold the source's bytes back, the connection open, as a congested link would."""
+        self._started().stall()
+
+    def resume(self) -> None:
+        """Let the stream flow again after :meth:`stall`."""
+        self._started().resume()
+
+    def close(self) -> None:
+        if self.proxy is not None:
+            self.proxy.close()
+        self.inner.close()

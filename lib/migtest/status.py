@@ -15,6 +15,9 @@ Status = Literal[
     "none", "setup", "cancelling", "cancelled", "active",
     "postcopy-active", "postcopy-paused", "postcopy-recover",
     "completed", "failed", "colo", "pre-switchover", "device", "wait-unplug",
+    "postcopy-recover-setup",  # 9.1
+    "postcopy-device",  # 10.2
+    "failing",  # 11.0
 ]  # fmt: skip
 
 #: Where a migration that did not succeed has ended.

@@ -7,31 +7,26 @@ so test methods only say what the scenario is.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Collection, List, NoReturn, Optional, Sequence
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence
 
 from avocado import Test
 
 from .artifacts import METRICS_FILE, PLOT_FILE, TRACE_FILE
-from .endpoint import Endpoint
 from .errors import QMPError, Unavailable
 from .machine import QEMUMachine
 from .metrics import summarize
 from .pair import MigrationPair
 from .params import SuiteParams
+from .qapi import Capability
 from .qmp import TRACE_LOGGER
 from .report.timeline import render_timeline_svg
-from .status import Status
-from .verify import (
-    assert_command_fails,
-    assert_guest_runs,
-    assert_statuses_after,
-    verify_migration,
-)
+from .verify import assert_guest_runs, verify_migration
 from .wait import limit_all_waits
 
 #: Seconds of the test's timeout kept back when waits are capped: enough for
@@ -40,6 +35,19 @@ TIMEOUT_MARGIN = 5.0
 
 #: How the QMP trace's records are written: ``<time> migtest.qmp.src -> stop {}``.
 TRACE_FORMAT = "%(asctime)s %(name)s %(message)s"
+
+
+def _cancel_when_unavailable(method: Callable[..., None]) -> Callable[..., None]:
+    """``method``, with :class:`Unavailable` turned into :meth:`MigrationTest.unavailable`."""
+
+    @functools.wraps(method)
+    def test(self: MigrationTest, *args: Any, **kwargs: Any) -> None:
+        try:
+            method(self, *args, **kwargs)
+        except Unavailable as exc:
+            self.unavailable(str(exc))
+
+    return test
 
 
 class MigrationTest(Test):
@@ -65,7 +73,7 @@ class MigrationTest(Test):
         self._strict = SuiteParams.strict_from(self.params, os.environ)
         try:
             self.suite = SuiteParams.from_params(self.params)
-        except Unavailable as exc:
+        except Unavailable as exc:  # setUp is not a test method: see __init_subclass__
             self.unavailable(str(exc))
         self.pair = MigrationPair(self.suite, Path(self.workdir))
 
@@ -145,6 +153,20 @@ class MigrationTest(Test):
         for log in Path(self.workdir).glob("*.log"):
             shutil.copy(log, self.outputdir)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Make every test method end in CANCEL when something it needs is missing.
+
+        Whatever a test calls can find the host or the QEMU under test
+        without something (a binary, an accelerator, a capability, a
+        command): the library raises :class:`Unavailable` naming it, the
+        binary and its version, and this is the one place that turns it
+        into a CANCEL (or, in strict mode, an ERROR).
+        """
+        super().__init_subclass__(**kwargs)
+        for name, method in list(vars(cls).items()):
+            if name.startswith("test") and callable(method):
+                setattr(cls, name, _cancel_when_unavailable(method))
+
     def unavailable(self, reason: str) -> NoReturn:
         """End the test because something it needs is missing.
 
@@ -168,40 +190,32 @@ class MigrationTest(Test):
 
         See :meth:`MigrationPair.start` for the arguments.
         """
-        try:
-            self.pair.start(
-                dst_paused=dst_paused,
-                src_args=src_args,
-                dst_args=dst_args,
-                shared_memory=shared_memory,
-            )
-        except Unavailable as exc:
-            self.unavailable(str(exc))
+        self.pair.start(
+            dst_paused=dst_paused,
+            src_args=src_args,
+            dst_args=dst_args,
+            shared_memory=shared_memory,
+        )
         return self.pair
 
-    def require_capabilities(self, *names: str) -> None:
-        """Cancel unless both QEMUs know the migration capabilities ``names``."""
-        try:
-            self.pair.src.require_capabilities(names)
-            self.pair.dst.require_capabilities(names)
-        except Unavailable as exc:
-            self.unavailable(str(exc))
-
-    def enable_postcopy(self, **more_capabilities: bool) -> None:
-        """Enable postcopy on both sides, or cancel saying why it cannot work.
+    def enable_postcopy(self, *more: Capability) -> None:
+        """Enable postcopy (and ``more`` capabilities) on both sides.
 
         QEMU checks userfaultfd when the destination's capability is set,
         which makes its answer the most reliable test of host support.
+
+        :raise Unavailable: a capability is missing, or the host refuses
+            userfaultfd.
         """
-        capabilities = {"postcopy_ram": True, **more_capabilities}
-        self.require_capabilities(*capabilities)
+        capabilities: Dict[Capability, bool] = {"postcopy-ram": True, **dict.fromkeys(more, True)}
+        self.pair.require_capabilities(*capabilities)
         try:
-            self.pair.dst.set_capabilities(**capabilities)
+            self.pair.dst.set_capabilities(capabilities)
         except QMPError as exc:
             if "not supported" not in exc.desc.lower():
                 raise  # QEMU refused for another reason: that is a failure
-            self.unavailable(f"postcopy cannot work on this host: {exc.desc}")
-        self.pair.src.set_capabilities(**capabilities)
+            raise Unavailable(f"postcopy cannot work on this host: {exc.desc}") from exc
+        self.pair.src.set_capabilities(capabilities)
 
     def launch_machine(self, *args: str) -> QEMUMachine:
         """Start a lone QEMU (the source binary) with ``args``; shut down in tearDown."""
@@ -212,13 +226,6 @@ class MigrationTest(Test):
         machine.launch()
         return machine
 
-    def require_commands(self, machine: QEMUMachine, *names: str) -> None:
-        """Cancel unless ``machine``'s QEMU has the QMP commands ``names``."""
-        known = {c["name"] for c in machine.cmd("query-commands")}
-        missing = sorted(set(names) - known)
-        if missing:
-            self.unavailable(f"{machine.binary} lacks the QMP commands: {', '.join(missing)}")
-
     def verify_migration(self) -> None:
         """Apply every check a successful migration must pass."""
         verify_migration(self.pair)
@@ -226,15 +233,3 @@ class MigrationTest(Test):
     def assert_guest_runs(self, machine: QEMUMachine) -> None:
         """The guest on ``machine`` prints and counts on."""
         assert_guest_runs(machine, self.suite.profile)
-
-    def assert_statuses_after(
-        self, side: Endpoint, mark: Status, forbidden: Collection[Status]
-    ) -> None:
-        """Once at ``mark``, ``side`` never went through ``forbidden`` and completed."""
-        assert_statuses_after(side, mark, forbidden)
-
-    def assert_command_fails(
-        self, machine: QEMUMachine, message: str, command: str, **arguments: Any
-    ) -> QMPError:
-        """``command`` must fail with an error whose description contains ``message``."""
-        return assert_command_fails(machine, message, command, **arguments)

@@ -1,147 +1,213 @@
-"""How the migration stream travels from source to destination.
+"""How the migration stream gets from source to destination: channels.
 
-A transport first gives the destination a URI to listen on, then, once it
-listens, gives the source a URI to send to.  The two steps are separate
-because the second can depend on the first (tcp port 0: the destination
-says which port it got).
+A :class:`Channel` answers three questions for :class:`~migtest.pair.MigrationPair`:
+where the destination listens (:meth:`~Channel.listen_target`), where the
+source sends (:meth:`~Channel.send_target`), and in which order: a *live*
+channel is a stream the destination reads while the source writes (so it
+listens first), a channel that is not live holds the whole migration (a
+file: the source writes all of it, then the destination loads it).  Side
+effects, such as handing a descriptor to QEMU, happen in those methods in
+the open, not behind a name.  :meth:`~Channel.dialer` connects to a listening
+destination the way the source would, which lets a fault-injecting proxy
+(:class:`~migtest.proxy.FaultyChannel`) sit in front of any live channel.
+
+Every path is relative: QEMU runs in the test's work directory, whose own
+path can be longer than the 108 bytes a socket address holds.
 """
 
 from __future__ import annotations
 
 import abc
+import os
+import shlex
 import socket
-from typing import Dict, List, Optional, Type
+from typing import Callable, ClassVar, Dict, List, Optional, Type
 
 from .endpoint import Endpoint
 from .errors import ConfigError, MigtestError, StateError
-from .proxy import Corruption, MigrationProxy
+from .qapi import Target
 
 
-class Transport(abc.ABC):
+class Channel(abc.ABC):
     """A way to carry the migration stream.
 
-    :param channel: a name that tells this channel from others of the same
-        pair (postcopy recovery needs a new one).
+    :param label: tells this channel from others of the same pair (postcopy
+        recovery needs a new one); names its socket, file or descriptor.
     """
 
     #: The name tests and parameters use.
-    name = ""
+    name: ClassVar[str] = ""
+    #: Whether the destination reads while the source writes.
+    live: ClassVar[bool] = True
 
-    def __init__(self, channel: str = "migration") -> None:
-        self.channel = channel
-
-    @abc.abstractmethod
-    def incoming_uri(self, dst: Endpoint) -> str:
-        """The URI for ``migrate-incoming`` or ``migrate-recover`` on ``dst``."""
+    def __init__(self, label: str = "migration") -> None:
+        self.label = label
 
     @abc.abstractmethod
-    def outgoing_uri(self, src: Endpoint, dst: Endpoint) -> str:
-        """The URI for ``migrate`` on ``src``, once ``dst`` listens."""
+    def listen_target(self, dst: Endpoint) -> Target:
+        """Where ``dst`` listens (``migrate-incoming``, ``migrate-recover``)."""
 
-    def close(self) -> None:  # noqa: B027 - most transports hold nothing
-        """Release what the transport holds; idempotent."""
+    @abc.abstractmethod
+    def send_target(self, src: Endpoint, dst: Endpoint) -> Target:
+        """Where ``src`` sends (``migrate``): once ``dst`` listens if :attr:`live`."""
+
+    def dialer(self, dst: Endpoint) -> Callable[[], socket.socket]:
+        """How to connect to the listening ``dst`` as the source would.
+
+        Whatever needs QMP is asked now, in the caller's thread; the
+        returned function only connects, from any thread (a proxy's).
+
+        :raise ConfigError: this channel is no stream a proxy can join.
+        """
+        raise ConfigError("channel", self.name, "a live stream (unix, tcp, fd) for a proxy")
+
+    def close(self) -> None:  # noqa: B027 - most channels hold nothing
+        """Release what the channel holds; idempotent."""
 
 
-class UnixTransport(Transport):
-    """A unix socket in the test's private work directory.
-
-    The path is relative: QEMU runs in the work directory, whose absolute
-    path can exceed the 108 bytes a socket address holds.
-    """
+class UnixChannel(Channel):
+    """A unix socket in the work directory."""
 
     name = "unix"
 
-    def incoming_uri(self, dst: Endpoint) -> str:
-        return f"unix:{self.channel}.sock"
+    @property
+    def path(self) -> str:
+        """The socket's path, relative to the work directory."""
+        return f"{self.label}.sock"
 
-    def outgoing_uri(self, src: Endpoint, dst: Endpoint) -> str:
-        return f"unix:{self.channel}.sock"
+    def listen_target(self, dst: Endpoint) -> Target:
+        return f"unix:{self.path}"
+
+    def send_target(self, src: Endpoint, dst: Endpoint) -> Target:
+        return f"unix:{self.path}"
+
+    def dialer(self, dst: Endpoint) -> Callable[[], socket.socket]:
+        workdir = dst.machine.workdir
+
+        def dial() -> socket.socket:
+            # Through the directory's descriptor: the absolute path may not
+            # fit in a socket address.
+            directory = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(f"/proc/self/fd/{directory}/{self.path}")
+            except OSError:
+                sock.close()
+                raise
+            finally:
+                os.close(directory)
+            return sock
+
+        return dial
 
 
-class TcpTransport(Transport):
-    """TCP on the loopback address, on a port the kernel picks."""
+class TcpChannel(Channel):
+    """TCP on the loopback address, on a port the kernel picks.
+
+    Port 0 lets the kernel pick a free port, so parallel tests never
+    collide; the destination says which port it got.
+    """
 
     name = "tcp"
 
-    def incoming_uri(self, dst: Endpoint) -> str:
-        # Port 0 lets the kernel pick a free port, so parallel tests never collide.
+    def listen_target(self, dst: Endpoint) -> Target:
         return "tcp:127.0.0.1:0"
 
-    def outgoing_uri(self, src: Endpoint, dst: Endpoint) -> str:
-        for address in dst.info().get("socket-address", []):
-            if address.get("type") == "inet" and address.get("port") not in (None, "0"):
-                return f"tcp:{address['host']}:{address['port']}"
-        raise MigtestError(f"{dst.name} did not report its listening tcp port: {dst.info()}")
+    def send_target(self, src: Endpoint, dst: Endpoint) -> Target:
+        host, port = self.listening_address(dst)
+        return f"tcp:{host}:{port}"
 
+    def listening_address(self, dst: Endpoint) -> tuple[str, int]:
+        """The address ``dst`` reports it listens on.
 
-class ProxiedTransport(TcpTransport):
-    """TCP through a :class:`~migtest.proxy.MigrationProxy`, which can damage
-    the stream (``corruption``) or cut it (``proxy.cut()``)."""
-
-    name = "proxy"
-
-    def __init__(self, channel: str = "migration", corruption: Optional[Corruption] = None) -> None:
-        super().__init__(channel)
-        self.corruption = corruption
-        self.proxy: Optional[MigrationProxy] = None
-
-    def outgoing_uri(self, src: Endpoint, dst: Endpoint) -> str:
-        host, port = super().outgoing_uri(src, dst).split(":")[1:]
-        self.proxy = MigrationProxy((host, int(port)), self.corruption)
-        host, proxy_port = self.proxy.start()
-        return f"tcp:{host}:{proxy_port}"
-
-    def cut(self) -> None:
-        """Break the link, as a failing network would.
-
-        :raise StateError: the migration has not started.
+        :raise MigtestError: it reports none.
         """
-        if self.proxy is None:
-            raise StateError("the link cannot be cut before the migration starts")
-        self.proxy.cut()
+        info = dst.info()
+        for address in info.get("socket-address", []):
+            if address.get("type") == "inet" and address.get("port") not in (None, "0"):
+                return str(address["host"]), int(address["port"])
+        raise MigtestError(f"{dst.name} did not report its listening tcp port: {info}")
 
-    def close(self) -> None:
-        if self.proxy is not None:
-            self.proxy.close()
+    def dialer(self, dst: Endpoint) -> Callable[[], socket.socket]:
+        address = self.listening_address(dst)
+        return lambda: socket.create_connection(address, timeout=10)
 
 
-class FdTransport(Transport):
+class FdChannel(Channel):
     """A socket pair, one end handed to each QEMU over QMP (``getfd``)."""
 
     name = "fd"
 
-    def __init__(self, channel: str = "migration") -> None:
-        super().__init__(channel)
-        self._sockets: List[socket.socket] = []
+    def __init__(self, label: str = "migration") -> None:
+        super().__init__(label)
+        self._source_end: Optional[socket.socket] = None
 
     def _hand_over(self, side: Endpoint, end: socket.socket) -> str:
-        side.machine.cmd_with_fd(end.fileno(), self.channel)
+        side.machine.cmd_with_fd(end.fileno(), self.label)
         end.close()  # QEMU holds its own copy now
-        return f"fd:{self.channel}"
+        return f"fd:{self.label}"
 
-    def incoming_uri(self, dst: Endpoint) -> str:
-        self._sockets = list(socket.socketpair())
-        return self._hand_over(dst, self._sockets[1])
+    def listen_target(self, dst: Endpoint) -> Target:
+        self._source_end, destination_end = socket.socketpair()
+        return self._hand_over(dst, destination_end)
 
-    def outgoing_uri(self, src: Endpoint, dst: Endpoint) -> str:
-        return self._hand_over(src, self._sockets[0])
+    def send_target(self, src: Endpoint, dst: Endpoint) -> Target:
+        return self._hand_over(src, self._take_source_end())
+
+    def dialer(self, dst: Endpoint) -> Callable[[], socket.socket]:
+        end = self._take_source_end()  # the only connection there is
+        return lambda: end
+
+    def _take_source_end(self) -> socket.socket:
+        if self._source_end is None:
+            raise StateError("the destination must listen before the source end is taken")
+        end, self._source_end = self._source_end, None
+        return end
 
     def close(self) -> None:
-        for end in self._sockets:
-            end.close()
+        if self._source_end is not None:
+            self._source_end.close()
+            self._source_end = None
 
 
-TRANSPORTS: Dict[str, Type[Transport]] = {
-    t.name: t for t in (UnixTransport, TcpTransport, FdTransport)
+class ExecChannel(Channel):
+    """Through a command's pipe into a file, then out of it (``exec:``).
+
+    The source's QEMU runs ``cat > FILE`` and writes the stream into its
+    pipe; once it is complete, the destination's runs ``cat FILE`` and
+    reads it back.  Not live: the file holds the whole migration.
+    """
+
+    name = "exec"
+    live = False
+
+    @property
+    def path(self) -> str:
+        """The file, relative to the work directory."""
+        return f"{self.label}.mig"
+
+    def listen_target(self, dst: Endpoint) -> Target:
+        return f"exec:cat {shlex.quote(self.path)}"
+
+    def send_target(self, src: Endpoint, dst: Endpoint) -> Target:
+        return f"exec:cat > {shlex.quote(self.path)}"
+
+
+CHANNELS: Dict[str, Type[Channel]] = {
+    c.name: c for c in (UnixChannel, TcpChannel, FdChannel, ExecChannel)
 }
 
 
-def make_transport(name: str, channel: str = "migration") -> Transport:
-    """The transport called ``name``.
+def make_channel(name: str, label: str = "migration") -> Channel:
+    """The channel called ``name``.
 
-    :raise ConfigError: no such transport.
+    :raise ConfigError: no such channel.
     """
     try:
-        return TRANSPORTS[name](channel)
+        return CHANNELS[name](label)
     except KeyError:
-        raise ConfigError("transport", name, f"one of {', '.join(TRANSPORTS)}") from None
+        raise ConfigError("transport", name, f"one of {', '.join(CHANNELS)}") from None
+
+
+#: Files channels leave in the work directory, removed with the pair.
+LEFTOVER_PATTERNS: List[str] = ["*.sock", "*.mig"]

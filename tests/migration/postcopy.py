@@ -1,6 +1,7 @@
 """Postcopy migration, and its recovery from a broken channel."""
 
 from migtest.test import MigrationTest
+from migtest.verify import assert_statuses_after
 
 
 class Postcopy(MigrationTest):
@@ -29,8 +30,7 @@ class Postcopy(MigrationTest):
         """Switch to postcopy after one pass; the destination reports its blocktime."""
         self.start_postcopy_pair()
         pair = self.pair
-        self.require_capabilities("postcopy-blocktime")
-        pair.dst.set_capabilities(postcopy_blocktime=True)
+        pair.dst.set_capabilities({"postcopy-blocktime": True})
         pair.migrate("unix")
         pair.src.wait_for_dirty_sync(2)
         pair.start_postcopy()
@@ -48,9 +48,8 @@ class Postcopy(MigrationTest):
         """
         self.start_postcopy_pair()
         pair = self.pair
-        self.require_commands(pair.src.machine, "migrate-pause")
-        self.require_commands(pair.dst.machine, "migrate-recover")
-        pair.src.set_parameters(max_postcopy_bandwidth=4096)
+        pair.require_commands("migrate-pause", "migrate-recover")
+        pair.src.set_parameters({"max-postcopy-bandwidth": 4096})
         pair.migrate("unix")
         pair.src.wait_for_dirty_sync(2)
         pair.start_postcopy()
@@ -59,8 +58,8 @@ class Postcopy(MigrationTest):
         for side in (pair.src, pair.dst):
             side.wait_for_status("postcopy-paused", fail_on=("failed", "completed", "active"))
         pair.recover("unix")
-        pair.src.set_parameters(max_postcopy_bandwidth=0)
+        pair.src.set_parameters({"max-postcopy-bandwidth": 0})
         pair.wait_for_completion()
         for side in (pair.src, pair.dst):
-            self.assert_statuses_after(side, "postcopy-paused", forbidden={"failed", "active"})
+            assert_statuses_after(side, "postcopy-paused", forbidden={"failed", "active"})
         self.verify_migration()

@@ -1,7 +1,8 @@
 """Precopy live migration over each transport, as QEMU's migration-test runs it."""
 
 from migtest.test import MigrationTest
-from migtest.transport import Transport
+from migtest.transport import Channel
+from migtest.verify import assert_command_fails
 
 
 class Precopy(MigrationTest):
@@ -17,11 +18,11 @@ class Precopy(MigrationTest):
     :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
     """
 
-    def live_precopy(self, transport: str) -> Transport:
-        """Migrate live over ``transport``, verify, and return the transport."""
+    def live_precopy(self, channel: str) -> Channel:
+        """Migrate live over ``channel``, verify, and return the channel."""
         pair = self.start_pair()
         pair.prevent_convergence()
-        link = pair.migrate(transport)
+        link = pair.migrate(channel)
         pair.src.wait_for_dirty_sync(2)
         pair.allow_convergence()
         pair.wait_for_completion()
@@ -50,8 +51,22 @@ class Precopy(MigrationTest):
 
         :avocado: tags=fd
         """
-        name = self.live_precopy("fd").channel
+        name = self.live_precopy("fd").label
         for side in (self.pair.src, self.pair.dst):
-            self.assert_command_fails(
+            assert_command_fails(
                 side.machine, f"File descriptor named '{name}' not found", "closefd", fdname=name
             )
+
+    def test_exec(self) -> None:
+        """Into a file through a command's pipe, then out of it (``exec:``).
+
+        The guest runs on while the source saves it; the destination loads
+        the file afterwards, and its RAM must equal the stopped source's.
+
+        :avocado: tags=exec
+        """
+        pair = self.start_pair()
+        pair.allow_convergence()
+        pair.migrate("exec")
+        pair.wait_for_completion()
+        self.verify_migration()

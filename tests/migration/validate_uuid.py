@@ -25,8 +25,8 @@ class ValidateUuid(MigrationTest):
             src_args=["-uuid", src] if src else [],
             dst_args=["-uuid", dst] if dst else [],
         )
-        self.require_capabilities("validate-uuid")
-        self.pair.src.set_capabilities(validate_uuid=True)
+        self.pair.require_capabilities("validate-uuid")
+        self.pair.src.set_capabilities({"validate-uuid": True})
         self.pair.src.stop()
         self.pair.allow_convergence()
         self.pair.migrate("unix")
