@@ -25,6 +25,7 @@ EXPECTED_TESTS = {
     "tests/migration/postcopy.py:Postcopy.test_postcopy",
     "tests/migration/postcopy.py:Postcopy.test_recovery",
     "tests/migration/precopy.py:Precopy.test_unix",
+    "tests/migration/precopy.py:Precopy.test_channels",
     "tests/migration/precopy.py:Precopy.test_tcp",
     "tests/migration/precopy.py:Precopy.test_fd",
     "tests/migration/precopy.py:Precopy.test_exec",

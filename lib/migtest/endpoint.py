@@ -11,13 +11,33 @@ ignores it is a bug this suite should catch; and what the QEMU lacks is an
 
 from __future__ import annotations
 
-from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple, cast
+from typing import (
+    Any,
+    Dict,
+    FrozenSet,
+    Iterable,
+    List,
+    Mapping,
+    NoReturn,
+    Optional,
+    Sequence,
+    Tuple,
+    cast,
+)
 
 from .checks import check_switchover_budget
 from .errors import CheckFailure, MigtestError, Unavailable
 from .machine import QEMUMachine
 from .metrics import MigrationRecorder
-from .qapi import Capability, MigrationInfo, MigrationParameters, Target, target_arguments
+from .qapi import (
+    Capability,
+    MigrationInfo,
+    MigrationParameters,
+    Target,
+    expected_in,
+    lifetime,
+    target_arguments,
+)
 from .status import SWITCHING_OVER, UNSUCCESSFUL, Status
 from .wait import wait_for
 
@@ -34,23 +54,24 @@ class Endpoint:
         self.name = machine.name
         self._capabilities: Optional[FrozenSet[str]] = None
         self._commands: Optional[FrozenSet[str]] = None
-        self._version: Optional[str] = None
+        self._arguments: Dict[str, FrozenSet[str]] = {}
+        self._version: Optional[Tuple[int, int, int]] = None
         #: The migration's timeline, as seen by this side.
         self.recorder = MigrationRecorder()
 
     # -- what this QEMU has ---------------------------------------------------
 
     @property
-    def version(self) -> str:
-        """QEMU's version, ``major.minor.micro`` (``query-version``)."""
+    def version(self) -> Tuple[int, int, int]:
+        """QEMU's version, ``(major, minor, micro)`` (``query-version``)."""
         if self._version is None:
             qemu = self.machine.cmd("query-version")["qemu"]
-            self._version = f"{qemu['major']}.{qemu['minor']}.{qemu['micro']}"
+            self._version = (int(qemu["major"]), int(qemu["minor"]), int(qemu["micro"]))
         return self._version
 
     def describe(self) -> str:
         """Which QEMU this side is, for messages: ``src (QEMU 7.2.22, /usr/bin/...)``."""
-        return f"{self.name} (QEMU {self.version}, {self.machine.binary})"
+        return f"{self.name} (QEMU {'.'.join(map(str, self.version))}, {self.machine.binary})"
 
     def supported_capabilities(self) -> FrozenSet[str]:
         """The migration capabilities this QEMU knows."""
@@ -65,19 +86,45 @@ class Endpoint:
             self._commands = frozenset(c["name"] for c in self.machine.cmd("query-commands"))
         return self._commands
 
+    def command_arguments(self, command: str) -> FrozenSet[str]:
+        """The arguments QMP ``command`` takes in this QEMU (``query-qmp-schema``).
+
+        A command gains arguments between versions (``migrate``'s
+        ``channels`` in 8.2); the schema says so, not the version number.
+        """
+        if not self._arguments:
+            schema = self.machine.cmd("query-qmp-schema")
+            types = {entry["name"]: entry for entry in schema}
+            for entry in schema:
+                if entry["meta-type"] == "command":
+                    members = types.get(entry["arg-type"], {}).get("members", [])
+                    self._arguments[entry["name"]] = frozenset(m["name"] for m in members)
+        return self._arguments.get(command, frozenset())
+
+    def require_arguments(self, command: str, names: Iterable[str]) -> None:
+        """:raise Unavailable: QMP ``command`` lacks one of the arguments ``names`` here."""
+        missing = sorted(set(names) - self.command_arguments(command))
+        if missing:
+            self._lacks(f"'{command}' lacks the arguments", [f"{command}.{n}" for n in missing])
+
     def require_capabilities(self, names: Iterable[Capability]) -> None:
         """:raise Unavailable: this QEMU lacks one of the capabilities ``names``."""
         missing = sorted(set(names) - self.supported_capabilities())
         if missing:
-            raise Unavailable(
-                f"{self.describe()} lacks the migration capabilities: {', '.join(missing)}"
-            )
+            self._lacks("lacks the migration capabilities", missing)
+
+    def _lacks(self, what: str, features: Sequence[str]) -> NoReturn:
+        """:raise Unavailable: naming ``features``, expected if this version should have one."""
+        version = self.version[:2]
+        expected = any(expected_in(feature, version) for feature in features)
+        listed = ", ".join(f"{feature.split('.')[-1]}{lifetime(feature)}" for feature in features)
+        raise Unavailable(f"{self.describe()}: {what}: {listed}", expected=expected)
 
     def require_commands(self, names: Iterable[str]) -> None:
         """:raise Unavailable: this QEMU lacks one of the QMP commands ``names``."""
         missing = sorted(set(names) - self.supported_commands())
         if missing:
-            raise Unavailable(f"{self.describe()} lacks the QMP commands: {', '.join(missing)}")
+            raise Unavailable(f"{self.describe()}: lacks the QMP commands: {', '.join(missing)}")
 
     # -- settings -------------------------------------------------------------
 
@@ -112,9 +159,7 @@ class Endpoint:
         current: Mapping[str, Any] = self.parameters()
         unknown = sorted(set(wanted) - set(current))
         if unknown:
-            raise Unavailable(
-                f"{self.describe()} lacks the migration parameters: {', '.join(unknown)}"
-            )
+            self._lacks("lacks the migration parameters", unknown)
         self.machine.cmd("migrate-set-parameters", **wanted)
         current = self.parameters()
         wrong = {k: current.get(k) for k, v in wanted.items() if current.get(k) != v}

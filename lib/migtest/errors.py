@@ -45,7 +45,16 @@ class Unavailable(MigtestError):
 
     Tests turn this into a CANCEL that carries the message, so a missing
     binary, accelerator or QEMU feature is never a silent pass.
+
+    :ivar expected: whether it should have been there: a binary or an
+        accelerator the suite was set up for, or a feature of the QEMU
+        version under test.  Strict mode makes only those an ERROR: a
+        feature QEMU added after the version under test is a plain CANCEL.
     """
+
+    def __init__(self, message: str, expected: bool = True) -> None:
+        super().__init__(message)
+        self.expected = expected
 
 
 class LaunchError(MigtestError):

@@ -13,7 +13,7 @@ out depending on the status and the version, so readers use ``.get``.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Literal, TypedDict, Union
+from typing import Any, Dict, List, Literal, Tuple, TypedDict, Union
 
 Capability = Literal[
     # 7.2
@@ -25,6 +25,56 @@ Capability = Literal[
     # 8.1, 9.0
     "switchover-ack", "dirty-limit", "mapped-ram",
 ]  # fmt: skip
+
+#: The QEMU version that added a capability, parameter or command argument
+#: (``command.argument``), for those newer than 7.2, and the one that
+#: removed it (QEMU's "since" notes and removed-features list): a QEMU
+#: outside that span lacks it by design (a CANCEL), one inside by mistake.
+ADDED_IN: Dict[str, Tuple[int, int]] = {
+    "switchover-ack": (8, 1),
+    "dirty-limit": (8, 1),
+    "mapped-ram": (9, 0),
+    "migrate.channels": (8, 2),
+    "migrate-incoming.channels": (8, 2),
+    "migrate-incoming.exit-on-error": (9, 1),
+    "vcpu-dirty-limit": (8, 1),
+    "x-vcpu-dirty-limit-period": (8, 1),
+    "avail-switchover-bandwidth": (8, 2),
+    "mode": (8, 2),
+    "zero-page-detection": (9, 0),
+    "direct-io": (9, 1),
+    "multifd-qatzip-level": (9, 2),
+    "cpr-exec-command": (10, 2),
+}
+REMOVED_IN: Dict[str, Tuple[int, int]] = {
+    "compress": (9, 1),
+    "block": (9, 1),
+    "zero-blocks": (11, 0),
+    "migrate.detach": (11, 0),
+    "compress-level": (9, 1),
+    "compress-threads": (9, 1),
+    "compress-wait-thread": (9, 1),
+    "decompress-threads": (9, 1),
+    "block-incremental": (9, 1),
+}
+
+
+def expected_in(feature: str, version: Tuple[int, int]) -> bool:
+    """Whether QEMU ``version`` (major, minor) should have ``feature``.
+
+    :param feature: a capability, or ``command.argument``.
+    """
+    return ADDED_IN.get(feature, (0, 0)) <= version < REMOVED_IN.get(feature, (999, 0))
+
+
+def lifetime(feature: str) -> str:
+    """When ``feature`` came or went, for messages: `` (added in QEMU 8.2)``."""
+    if feature in ADDED_IN:
+        return " (added in QEMU {}.{})".format(*ADDED_IN[feature])
+    if feature in REMOVED_IN:
+        return " (removed in QEMU {}.{})".format(*REMOVED_IN[feature])
+    return ""
+
 
 #: ``migrate-set-parameters`` arguments (and ``query-migrate-parameters``
 #: members).  A TypedDict, so a dict literal with a misspelt key, or a

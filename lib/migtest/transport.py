@@ -66,20 +66,35 @@ class Channel(abc.ABC):
 
 
 class UnixChannel(Channel):
-    """A unix socket in the work directory."""
+    """A unix socket in the work directory.
+
+    :param as_channels: name it with a ``channels`` list (QEMU 8.2 on), not
+        a URI; both sides must take that argument.
+    """
 
     name = "unix"
+
+    def __init__(self, label: str = "migration", as_channels: bool = False) -> None:
+        super().__init__(label)
+        self.as_channels = as_channels
 
     @property
     def path(self) -> str:
         """The socket's path, relative to the work directory."""
         return f"{self.label}.sock"
 
+    def _target(self, side: Endpoint, command: str) -> Target:
+        if not self.as_channels:
+            return f"unix:{self.path}"
+        side.require_arguments(command, ["channels"])
+        address = {"transport": "socket", "type": "unix", "path": self.path}
+        return [{"channel-type": "main", "addr": address}]
+
     def listen_target(self, dst: Endpoint) -> Target:
-        return f"unix:{self.path}"
+        return self._target(dst, "migrate-incoming")
 
     def send_target(self, src: Endpoint, dst: Endpoint) -> Target:
-        return f"unix:{self.path}"
+        return self._target(src, "migrate")
 
     def dialer(self, dst: Endpoint) -> Callable[[], socket.socket]:
         workdir = dst.machine.workdir

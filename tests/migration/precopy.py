@@ -1,7 +1,9 @@
 """Precopy live migration over each transport, as QEMU's migration-test runs it."""
 
+from typing import Union
+
 from migtest.test import MigrationTest
-from migtest.transport import Channel
+from migtest.transport import Channel, UnixChannel
 from migtest.verify import assert_command_fails
 
 
@@ -18,7 +20,7 @@ class Precopy(MigrationTest):
     :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
     """
 
-    def live_precopy(self, channel: str) -> Channel:
+    def live_precopy(self, channel: Union[str, Channel]) -> Channel:
         """Migrate live over ``channel``, verify, and return the channel."""
         pair = self.start_pair()
         pair.prevent_convergence()
@@ -35,6 +37,13 @@ class Precopy(MigrationTest):
         :avocado: tags=unix
         """
         self.live_precopy("unix")
+
+    def test_channels(self) -> None:
+        """Precopy over a unix socket named by a ``channels`` list (QEMU 8.2 on).
+
+        :avocado: tags=unix,channels
+        """
+        self.live_precopy(UnixChannel(as_channels=True))
 
     def test_tcp(self) -> None:
         """Precopy over TCP on the loopback address.
