@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from pathlib import Path
 
 import pytest
 
+from migtest.arch import get_profile
 from migtest.errors import LaunchError, QMPError, StateError, WaitTimeout
 from migtest.machine import QEMUMachine
+from migtest.wait import wait_for
 
 
 def machine(binary: str, workdir: Path, *args: str) -> QEMUMachine:
@@ -123,11 +126,35 @@ def test_file_descriptor_is_passed(x86_binary: str, workdir: Path) -> None:
 
 
 def test_console_and_output_files(x86_binary: str, workdir: Path) -> None:
-    with machine(x86_binary, workdir) as vm:
+    """The guest's serial console, and QEMU's stdout and stderr, each land in
+    their file in the work directory, and are read back from there.
+
+    It takes a guest that prints: with ``-machine none`` there is no serial
+    port, and both files stay empty however they are read, or not read.
+    """
+    profile = get_profile("x86_64")
+    guest = workdir / "guest.img"  # QEMU locks the image it boots: a copy of our own
+    shutil.copyfile(profile.guest_file(), guest)
+    args = [
+        *profile.qemu_args("tcg", guest),  # the guest prints 'A' as it starts
+        "-chardev", "stdio,id=hmp", "-mon", "chardev=hmp",  # a monitor's banner on stdout
+        "-d", "cpu_reset",  # the vCPU's reset logged on stderr
+    ]  # fmt: skip
+    with QEMUMachine(x86_binary, args, name="vm", workdir=workdir) as vm:
         vm.launch()
-    assert vm.console_path.parent == workdir
-    assert vm.console_text() == ""
-    assert vm.output == ""
+        wait_for(
+            lambda: ("A" in vm.console_text(), vm.console_text()[-20:]),
+            what="the guest's 'A' on the console",
+            timeout=30,
+        )
+        wait_for(
+            lambda: ("CPU Reset" in vm.output, vm.output[-200:]),
+            what="QEMU's reset log in its output",
+            timeout=30,
+        )
+    assert vm.console_path.parent == vm.output_path.parent == workdir
+    assert "monitor - type 'help'" in vm.output, "stdout is not in the output"
+    assert "monitor" not in vm.console_text() and "CPU Reset" not in vm.console_text()
 
 
 def fd_is_open(fd: int) -> bool:

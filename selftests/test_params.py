@@ -11,9 +11,10 @@ from typing import Any, Dict, Optional
 
 import pytest
 
+from migtest import host
 from migtest.arch import get_profile
 from migtest.errors import ConfigError, Unavailable
-from migtest.host import resolve_accel
+from migtest.host import check_binary, resolve_accel
 from migtest.params import SuiteParams
 
 
@@ -31,10 +32,24 @@ def read(environ: Optional[Dict[str, str]] = None, **values: Any) -> SuiteParams
     return SuiteParams.from_params(Params(**values), environ or {"PATH": os.environ["PATH"]})
 
 
-def test_defaults(x86_binary: str) -> None:
+@pytest.mark.parametrize("kvm_works", [True, False], ids=["kvm-works", "no-kvm"])
+def test_defaults(x86_binary: str, monkeypatch: pytest.MonkeyPatch, kvm_works: bool) -> None:
+    """No parameters: the x86_64 guest, on KVM where KVM can run it and on
+    TCG elsewhere, the x86_64 binary on PATH for both sides, strict mode off.
+
+    Whether KVM works is set here rather than read from the host, so that
+    every host checks both answers of the default accelerator.
+    """
+    problem = None if kvm_works else "KVM does not work here (the test says so)"
+    monkeypatch.setattr(host, "kvm_problem", lambda profile: problem)
+    if kvm_works:
+        try:
+            check_binary("qemu_bin", x86_binary, get_profile("x86_64"), "kvm")
+        except Unavailable as missing:
+            pytest.skip(f"this QEMU is built without KVM: {missing}")
     params = read()
     assert params.profile.name == "x86_64"
-    assert params.accel in ("tcg", "kvm")
+    assert params.accel == ("kvm" if kvm_works else "tcg")
     assert params.qemu_bin_src == params.qemu_bin_dst == x86_binary
     assert params.strict is False
 
