@@ -99,13 +99,17 @@ def summarize(final: Mapping[str, Any]) -> str:
     if not final:
         return "no migration completed"
     ram = final.get("ram", {})
+    # A figure QEMU left out is unknown, not zero: an answer without 'ram'
+    # (a failed migration's) must not read as nothing sent.
+    sent = _mib(ram["transferred"]) if "transferred" in ram else "?"
+    mbps = f"{ram['mbps']:.0f}" if "mbps" in ram else "?"
     parts = [
         f"{final.get('status', '?')}",
         f"total {final.get('total-time', '?')} ms",
         f"downtime {final.get('downtime', '?')} ms",
         f"setup {final.get('setup-time', '?')} ms",
-        f"{_mib(ram.get('transferred', 0))} sent at {ram.get('mbps', 0):.0f} Mbit/s",
-        f"{ram.get('dirty-sync-count', 0)} dirty syncs",
+        f"{sent} sent at {mbps} Mbit/s",
+        f"{ram.get('dirty-sync-count', '?')} dirty syncs",
     ]
     if ram.get("postcopy-requests"):
         parts.append(f"{ram['postcopy-requests']} postcopy requests")
