@@ -34,9 +34,17 @@ class Corruption:
 
     The flipped bit moves within each byte, so both counters and page data
     (and, by chance, stream headers) are hit.
+
+    :raise ConfigError: ``every`` is below 1, or ``after`` below 0.
     """
 
     def __init__(self, after: int, every: int) -> None:
+        # every=0 would flip the same byte forever, in the proxy's loop; a
+        # negative offset would index the data from its end.
+        if every < 1:
+            raise ConfigError("every", every, "a number of bytes of at least 1")
+        if after < 0:
+            raise ConfigError("after", after, "a number of bytes of at least 0")
         self.after = after
         self.every = every
         #: How many bits were flipped so far.
@@ -165,12 +173,18 @@ class MigrationProxy:
     def close(self) -> None:
         """Stop listening and drop every connection; idempotent."""
         if not self._thread.is_alive():
+            # Never started, or closed already: the loop's own descriptors
+            # are released all the same (a no-op the second time).
+            self._loop.close()
             return
 
         async def stop() -> None:
             if self._server is not None:
                 self._server.close()
             await self._drop()
+            # The thread that ran dial() would outlive the proxy otherwise:
+            # loop.close() does not wait for it.
+            await self._loop.shutdown_default_executor()
 
         try:
             self._call(stop())
