@@ -24,8 +24,15 @@ class ArchProfile:
 
     #: QEMU's name for the architecture, as in ``qemu-system-<name>``.
     name: str
-    #: The ``-machine`` value, options included.
-    machine: str
+    #: The machine type's unversioned alias (``pc``, ``virt``...).  Each QEMU
+    #: resolves it to its own newest versioned type, whose devices and
+    #: defaults differ from version to version, so a migration between two
+    #: versions runs a versioned type both know instead (see
+    #: :func:`migtest.host.common_machine_type`).
+    machine_type: str
+    #: The machine's options, in order, as ``(name, value)`` pairs: they are
+    #: the same whichever version of the machine type runs.
+    machine_options: Tuple[Tuple[str, str], ...]
     #: Guest RAM, in MiB.
     memory_mib: int
     #: Guest RAM compared byte for byte between source and destination,
@@ -39,8 +46,11 @@ class ArchProfile:
     guest_option: str
     #: The range the guest writes its counters in: ``[start, end)``.
     test_range: Tuple[int, int]
-    #: The ``-cpu`` model for each accelerator that can run this guest.
-    cpus: Mapping[str, Optional[str]] = field(default_factory=dict)
+    #: The ``-cpu`` model for each accelerator that can run this guest.  A
+    #: named model, not ``max`` nor the machine's default: both can change
+    #: from one QEMU version to the next, and a migration needs the same CPU
+    #: on both sides.
+    cpus: Mapping[str, str] = field(default_factory=dict)
     #: Extra arguments, for silencing irrelevant warnings and the like.
     extra_args: Tuple[str, ...] = ()
     #: ``platform.machine()`` of hosts where KVM can run this guest.
@@ -60,13 +70,37 @@ class ArchProfile:
         """The committed guest binary for this architecture."""
         return guest_path(self.name, self.guest)
 
-    def qemu_args(self, accel: str, guest: Path, shared_memory: Optional[Path] = None) -> List[str]:
+    def machine_value(
+        self, machine_type: Optional[str] = None, extra: Tuple[Tuple[str, str], ...] = ()
+    ) -> str:
+        """The ``-machine`` value: the one place that joins type and options.
+
+        :param machine_type: the type to run, usually a versioned one both
+            QEMUs know; by default the profile's alias.
+        :param extra: options of this run only (a memory backend), after the
+            profile's own.
+        """
+        options = [f"{name}={value}" for name, value in (*self.machine_options, *extra)]
+        return ",".join([machine_type or self.machine_type, *options])
+
+    def qemu_args(
+        self,
+        accel: str,
+        guest: Path,
+        shared_memory: Optional[Path] = None,
+        *,
+        machine_type: Optional[str] = None,
+        cpu: Optional[str] = None,
+    ) -> List[str]:
         """The arguments that boot ``guest`` (a copy of :meth:`guest_file`) with ``accel``.
 
         QEMU locks a disk image for writing, so each pair boots its own copy.
 
         :param shared_memory: back guest RAM with this file, mapped shared,
             so that another QEMU can map the same RAM.
+        :param machine_type: the machine type to run instead of the alias.
+        :param cpu: the ``-cpu`` value to use instead of the profile's model.
+        :raise ConfigError: this profile has no CPU model for ``accel``.
         """
         if accel not in self.cpus:
             raise ConfigError("accel", accel, f"one of {', '.join(self.cpus)} for {self.name}")
@@ -74,10 +108,10 @@ class ArchProfile:
             boot = ["-drive", f"file={guest},format=raw,if=ide"]
         else:
             boot = [self.guest_option, str(guest)]
-        cpu = self.cpus[accel]
-        machine, memory = self.machine, []
+        backend: Tuple[Tuple[str, str], ...] = ()
+        memory: List[str] = []
         if shared_memory is not None:
-            machine += ",memory-backend=ram"
+            backend = (("memory-backend", "ram"),)
             memory = [
                 "-object",
                 f"memory-backend-file,id=ram,size={self.memory_mib}M,"
@@ -85,9 +119,9 @@ class ArchProfile:
             ]
         return [
             "-accel", accel,
-            "-machine", machine,
+            "-machine", self.machine_value(machine_type, backend),
             *memory,
-            *(["-cpu", cpu] if cpu else []),
+            "-cpu", cpu or self.cpus[accel],
             "-m", f"{self.memory_mib}M",
             *boot,
             *self.extra_args,
@@ -99,57 +133,82 @@ PROFILES: Dict[str, ArchProfile] = {
     for profile in (
         ArchProfile(
             name="x86_64",
-            machine="pc",
+            machine_type="pc",
+            machine_options=(),
             memory_mib=150,
             # Below 640 KiB, and above the legacy VGA and ROM hole.
             ram_ranges=((0, 0xA0000), (1 * MiB, 150 * MiB)),
             guest="guest.img",
             guest_option="-drive",
             test_range=(1 * MiB, 100 * MiB),
-            # The default qemu64 model warns about 'pni' under KVM, and
-            # '-cpu host' aborts under some software KVMs; this works on both.
-            cpus={"tcg": None, "kvm": "max,-arch-capabilities"},
+            # qemu64 is the pc machines' default, named so that it stays the
+            # model whatever a later machine type picks.  Under KVM without
+            # pni (SSE3): software KVMs (kvm_pvm) lack it and QEMU warns about
+            # each missing feature.  'max' and 'host' mean whatever the host
+            # and the QEMU version make them, and 'host' aborts under some
+            # software KVMs.
+            cpus={"tcg": "qemu64", "kvm": "qemu64,-pni"},
             kvm_hosts=("x86_64",),
         ),
         ArchProfile(
             name="aarch64",
-            # The default CPU is 32-bit; gic-version=max works for TCG and KVM.
-            machine="virt,gic-version=max",
+            machine_type="virt",
+            # gic-version=max works for TCG and KVM.
+            machine_options=(("gic-version", "max"),),
             memory_mib=150,
             ram_ranges=((AARCH64_RAM, AARCH64_RAM + 150 * MiB),),
             guest="guest.bin",
             guest_option="-kernel",
             test_range=(AARCH64_RAM + 1 * MiB, AARCH64_RAM + 100 * MiB),
-            cpus={"tcg": "max", "kvm": "host"},
+            # The machine's default CPU (cortex-a15) is 32-bit, and 'max'
+            # grows with every QEMU version.  cortex-a57 is a fixed ARMv8.0
+            # model present in every version we run; of the models tried it
+            # has the fewest system registers that differ between 7.2 and
+            # 10.0, yet no model migrates between those two (README,
+            # findings).  KVM on Arm runs the host's own CPU only.
+            cpus={"tcg": "cortex-a57", "kvm": "host"},
             kvm_hosts=("aarch64",),
         ),
         ArchProfile(
             name="s390x",
-            machine="s390-ccw-virtio",
+            machine_type="s390-ccw-virtio",
+            machine_options=(),
             memory_mib=128,
             ram_ranges=((0, 128 * MiB),),
             guest="guest.elf",
             guest_option="-bios",
             test_range=(1 * MiB, 100 * MiB),
-            cpus={"tcg": None, "kvm": None},
+            # The machines' defaults, named: 'qemu' is migration-safe (its
+            # features are fixed per versioned machine type); KVM's 'host' is
+            # the host's own CPU, and a named model might be too new for it.
+            cpus={"tcg": "qemu", "kvm": "host"},
             kvm_hosts=("s390x",),
         ),
         ArchProfile(
             name="ppc64",
+            machine_type="pseries",
             # The cap-* options silence TCG's warnings about speculation
             # mitigations it cannot emulate.  VOF boots a small ELF in ~60 ms
             # (SLOF takes seconds), and its default kernel address, 4 MiB,
             # is inside the test range.
-            machine=(
-                "pseries,cap-cfpc=broken,cap-sbbc=broken,cap-ibs=broken,"
-                "cap-ccf-assist=off,x-vof=on,kernel-addr=0x7000000"
+            machine_options=(
+                ("cap-cfpc", "broken"),
+                ("cap-sbbc", "broken"),
+                ("cap-ibs", "broken"),
+                ("cap-ccf-assist", "off"),
+                ("x-vof", "on"),
+                ("kernel-addr", "0x7000000"),
             ),
             memory_mib=256,
             ram_ranges=((0, 256 * MiB),),
             guest="guest.elf",
             guest_option="-kernel",
             test_range=(1 * MiB, 100 * MiB),
-            cpus={"tcg": None, "kvm": None},
+            # power9_v2.0 is what pseries-7.2 runs in QEMU 7.2, but QEMU
+            # 10.0's pseries-7.2 defaults to power9_v2.2 (absent from 7.2),
+            # 'power9' is an alias of either, and power10_v2.0's PVR differs
+            # between 7.2 and 10.0.  KVM on POWER runs the host's own CPU.
+            cpus={"tcg": "power9_v2.0", "kvm": "host"},
             kvm_hosts=("ppc64", "ppc64le"),
         ),
     )

@@ -1,13 +1,15 @@
-"""Facts about the host: which accelerator can work, where QEMU is."""
+"""Facts about the host: which accelerator can work, where QEMU is, what it has."""
 
 from __future__ import annotations
 
 import functools
 import os
 import platform
+import re
 import shutil
 import subprocess
-from typing import FrozenSet, Optional
+from dataclasses import dataclass
+from typing import Dict, FrozenSet, List, Mapping, Optional, Sequence, Set, Tuple
 
 from .arch import ArchProfile
 from .errors import ConfigError, Unavailable
@@ -71,13 +73,22 @@ def find_binary(parameter: str, value: str) -> str:
     return os.path.abspath(path) if os.sep in path else path
 
 
-#: Seconds a QEMU binary gets to list its machines or accelerators.
+#: Seconds a QEMU binary gets to list its machines, CPUs or accelerators.
 PROBE_TIMEOUT = 30.0
+
+#: A versioned machine type ends in its QEMU version: ``pc-i440fx-7.2``.
+_VERSIONED = re.compile(r"-(\d+)\.(\d+)$")
+#: How ``-machine help`` marks an alias: ``pc  Standard PC ... (alias of pc-i440fx-7.2)``.
+_ALIAS_OF = re.compile(r"\(alias of ([^\s)]+)\)")
 
 
 @functools.cache
-def _listed(binary: str, option: str, header: str) -> Optional[FrozenSet[str]]:
-    """The names ``binary <option> help`` lists, or ``None`` if it is not QEMU."""
+def _help(binary: str, option: str) -> Optional[Tuple[str, ...]]:
+    """The lines ``binary <option> help`` prints, or ``None`` if it failed.
+
+    Cached per binary and option: every test of a job asks the same
+    questions of the same binaries, and each answer costs ~30 ms.
+    """
     try:
         result = subprocess.run(
             [binary, option, "help"],
@@ -88,27 +99,166 @@ def _listed(binary: str, option: str, header: str) -> Optional[FrozenSet[str]]:
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    lines = result.stdout.splitlines()
-    if result.returncode != 0 or not lines or not lines[0].startswith(header):
+    if result.returncode != 0:
         return None
-    return frozenset(line.split()[0] for line in lines[1:] if line.strip())
+    return tuple(result.stdout.splitlines())
+
+
+@dataclass(frozen=True)
+class MachineListing:
+    """The machine types one QEMU binary knows, as ``-machine help`` lists them."""
+
+    #: The binary that printed the listing, for messages.
+    binary: str
+    #: Every name ``-machine`` accepts, aliases included.
+    names: FrozenSet[str]
+    #: Each alias and the versioned type it stands for in this binary.
+    aliases: Mapping[str, str]
+
+    @classmethod
+    def parse(cls, binary: str, lines: Sequence[str]) -> Optional[MachineListing]:
+        """Read ``-machine help`` output; ``None`` if it is not QEMU's."""
+        if not lines or not lines[0].startswith("Supported machines are:"):
+            return None
+        names: Set[str] = set()
+        aliases: Dict[str, str] = {}
+        for line in lines[1:]:
+            if not line.strip():
+                continue
+            name = line.split()[0]
+            names.add(name)
+            alias_of = _ALIAS_OF.search(line)
+            if alias_of:
+                # QEMU 10.0 lists 'powernv' twice; the first is its alias.
+                aliases.setdefault(name, alias_of.group(1))
+        return cls(binary, frozenset(names), aliases)
+
+    def resolve(self, name: str) -> Optional[str]:
+        """The machine type ``name`` runs in this binary, or ``None`` if unknown."""
+        if name in self.aliases:
+            return self.aliases[name]
+        return name if name in self.names else None
+
+
+def machine_listing(binary: str) -> Optional[MachineListing]:
+    """The machine types ``binary`` knows, or ``None`` if it is not QEMU."""
+    return MachineListing.parse(binary, _help(binary, "-machine") or ())
+
+
+def parse_cpu_models(lines: Sequence[str]) -> FrozenSet[str]:
+    """The CPU model names in ``-cpu help`` output.
+
+    The models come first, up to a blank line (feature flags follow).
+    QEMU 7.2 starts x86, s390x and ppc lines with the architecture
+    (``x86 qemu64``), unindented; later versions, and 7.2 on Arm, indent
+    the bare name.
+    """
+    models: Set[str] = set()
+    for line in lines:
+        if not line.strip():
+            if models:
+                break
+            continue
+        words = line.split()
+        if line.rstrip().endswith(":") and len(words) <= 2:
+            continue  # "Available CPUs:"
+        named = line[0].isspace() or len(words) == 1
+        models.add(words[0] if named else words[1])
+    return frozenset(models)
+
+
+def cpu_models(binary: str) -> FrozenSet[str]:
+    """The CPU models ``binary`` lists (empty if it cannot list them)."""
+    return parse_cpu_models(_help(binary, "-cpu") or ())
+
+
+def _version(machine_type: str) -> Optional[Tuple[int, int]]:
+    match = _VERSIONED.search(machine_type)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def common_machine_type(alias: str, src: MachineListing, dst: MachineListing) -> str:
+    """The versioned machine type that both binaries run for ``alias``.
+
+    Each QEMU resolves an alias to its own newest type, and a type's
+    devices and defaults change between versions, so two versions need a
+    type both know, as QEMU's own migration tests choose it: the one both
+    resolve to; else the older binary's type, which newer QEMUs keep for
+    years; else the newer one's, if the older binary happens to know it.
+
+    :raise Unavailable: a binary lacks ``alias``, or no type is common.
+    """
+    resolved: List[str] = []
+    for listing in (src, dst):
+        machine_type = listing.resolve(alias)
+        if machine_type is None:
+            raise Unavailable(f"{listing.binary} has no machine type '{alias}'")
+        resolved.append(machine_type)
+    src_type, dst_type = resolved
+    if src_type == dst_type:
+        return src_type
+    candidates = [(src_type, dst), (dst_type, src)]
+    src_version, dst_version = _version(src_type), _version(dst_type)
+    if src_version and dst_version and dst_version < src_version:
+        candidates.reverse()
+    for machine_type, other in candidates:
+        if machine_type in other.names:
+            return machine_type
+    raise Unavailable(
+        f"no machine type for '{alias}' is common to {src.binary} (where it is "
+        f"{src_type}) and {dst.binary} (where it is {dst_type}); pin one that both "
+        f"list in -machine help with the 'machine' parameter"
+    )
+
+
+def check_machine_type(machine_type: str, listings: Sequence[MachineListing]) -> None:
+    """Make sure every binary knows the machine type the ``machine`` parameter pins.
+
+    :raise Unavailable: one of them does not.
+    """
+    for listing in listings:
+        if machine_type not in listing.names:
+            raise Unavailable(
+                f"machine type '{machine_type}' (parameter 'machine') is unknown to "
+                f"{listing.binary}: see its -machine help"
+            )
+
+
+#: The CPU model that passes the host's CPU through (KVM only).  Some targets
+#: (ppc) register it only once KVM is running, so ``-cpu help`` may not list
+#: it; whether KVM can run is checked on its own (:func:`resolve_accel`).
+HOST_CPU = "host"
+
+
+def check_cpu_model(cpu: str, binaries: Sequence[str], whose: str) -> None:
+    """Make sure every binary has the CPU model of ``cpu`` (``model[,options]``).
+
+    :param whose: where ``cpu`` came from, for the message: the ``cpu``
+        parameter, or the profile that chose it.
+    :raise Unavailable: one of them lacks the model.
+    """
+    model = cpu.split(",")[0]
+    if model == HOST_CPU:
+        return
+    for binary in binaries:
+        if model not in cpu_models(binary):
+            raise Unavailable(
+                f"CPU model '{model}' ({whose}) is unknown to {binary}: see its -cpu help"
+            )
 
 
 def check_binary(parameter: str, binary: str, profile: ArchProfile, accel: str) -> None:
-    """Make sure ``binary`` is a QEMU that can run ``profile`` with ``accel``.
+    """Make sure ``binary`` is a QEMU that has the accelerator ``accel``.
 
     Asking QEMU costs ~30 ms and turns what would be an obscure launch
     failure into a clear verdict.
 
     :raise ConfigError: ``binary`` is not a QEMU system emulator.
-    :raise Unavailable: it lacks the machine type or the accelerator.
+    :raise Unavailable: it lacks the accelerator.
     """
-    machines = _listed(binary, "-machine", "Supported machines are:")
-    if machines is None:
+    if machine_listing(binary) is None:
         raise ConfigError(parameter, binary, f"a QEMU system emulator such as {profile.binary}")
-    machine_type = profile.machine.split(",")[0]
-    if machine_type not in machines:
-        raise Unavailable(f"{binary} has no machine type '{machine_type}' for {profile.name}")
-    accels = _listed(binary, "-accel", "Accelerators supported") or frozenset()
-    if accel not in accels:
+    lines = _help(binary, "-accel") or ()
+    accels = [line.strip() for line in lines[1:] if line.strip()]
+    if not lines or not lines[0].startswith("Accelerators supported") or accel not in accels:
         raise Unavailable(f"{binary} lacks the {accel} accelerator (it has: {', '.join(accels)})")

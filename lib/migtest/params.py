@@ -6,19 +6,39 @@ for the binary, from the environment variables QEMU's own tests use.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Protocol
+from pathlib import Path
+from typing import Any, List, Mapping, Optional, Protocol
 
 from .arch import DEFAULT_ARCH, ArchProfile, get_profile
-from .errors import ConfigError
-from .host import DEFAULT_ACCEL, check_binary, find_binary, resolve_accel
+from .errors import ConfigError, Unavailable
+from .host import (
+    DEFAULT_ACCEL,
+    MachineListing,
+    check_binary,
+    check_cpu_model,
+    check_machine_type,
+    common_machine_type,
+    find_binary,
+    machine_listing,
+    resolve_accel,
+)
 
 #: Environment variables naming the QEMU binary, as QEMU's qtests read them.
 #: ``QTEST_QEMU_BINARY_SRC`` and ``_DST`` override it for one side.
 ENV_BINARY = "QTEST_QEMU_BINARY"
 #: Set to 1 to turn every CANCEL of the suite into an ERROR (strict mode).
 ENV_STRICT = "MIGTEST_STRICT"
+
+#: What QEMU's machine type names are made of: ``pc-i440fx-7.2``.
+_MACHINE_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+#: A CPU model (``cortex-a57``, ``conan/doyle``) and its options (``,-pni``, ``,x=on``).
+_CPU = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+/-]*(,[+-]?[A-Za-z0-9_.-]+(=[A-Za-z0-9_.:-]*)?)*")
+
+_log = logging.getLogger(__name__)
 
 _TRUE = ("1", "yes", "true", "on")
 _FALSE = ("0", "no", "false", "off", "")
@@ -67,6 +87,23 @@ class SuiteParams:
     strict: bool
     #: Seconds the guest may take to boot; slow emulation may need more.
     boot_timeout: float = 60.0
+    #: The machine type both sides run: the ``machine`` parameter, or the
+    #: versioned type the profile's alias resolves to in both binaries.
+    #: ``None``: the alias itself (parameters built by hand).
+    machine_type: Optional[str] = None
+    #: The ``-cpu`` value both sides run: the ``cpu`` parameter, or the
+    #: profile's model for ``accel`` (also when ``None``).
+    cpu: Optional[str] = None
+
+    def qemu_args(self, guest: Path, shared_memory: Optional[Path] = None) -> List[str]:
+        """The arguments that boot ``guest`` on either side.
+
+        Both sides get the same machine type and CPU: a migration between
+        different ones is refused, or worse, loads into different hardware.
+        """
+        return self.profile.qemu_args(
+            self.accel, guest, shared_memory, machine_type=self.machine_type, cpu=self.cpu
+        )
 
     @classmethod
     def strict_from(cls, params: ParamSource, environ: Mapping[str, str]) -> bool:
@@ -80,18 +117,25 @@ class SuiteParams:
         """Read and check every parameter.
 
         :raise ConfigError: a parameter has an unusable value.
-        :raise Unavailable: a binary or accelerator is missing on this host.
+        :raise Unavailable: a binary or accelerator is missing on this host,
+            or a binary lacks the machine type or CPU model.
         """
         profile = get_profile(str(params.get("arch", default=DEFAULT_ARCH)))
         accel = resolve_accel(str(params.get("accel", default=DEFAULT_ACCEL)), profile)
         qemu_bin = str(params.get("qemu_bin", default=environ.get(ENV_BINARY) or profile.binary))
+        src = _side_binary(params, environ, "src", qemu_bin, profile, accel)
+        dst = _side_binary(params, environ, "dst", qemu_bin, profile, accel)
+        machine_type = choose_machine_type(params.get("machine"), profile, src, dst)
+        cpu = choose_cpu(params.get("cpu"), profile, accel, src, dst)
         return cls(
             profile=profile,
             accel=accel,
-            qemu_bin_src=_side_binary(params, environ, "src", qemu_bin, profile, accel),
-            qemu_bin_dst=_side_binary(params, environ, "dst", qemu_bin, profile, accel),
+            qemu_bin_src=src,
+            qemu_bin_dst=dst,
             strict=cls.strict_from(params, environ),
             boot_timeout=parse_seconds("boot_timeout", params.get("boot_timeout", default=60)),
+            machine_type=machine_type,
+            cpu=cpu,
         )
 
 
@@ -114,3 +158,64 @@ def _side_binary(
     binary = find_binary(parameter, str(value))
     check_binary(parameter, binary, profile, accel)
     return binary
+
+
+def choose_machine_type(value: object, profile: ArchProfile, src: str, dst: str) -> str:
+    """The machine type both binaries run: ``value`` (the ``machine`` parameter) if given.
+
+    Otherwise the profile's alias, resolved to a versioned type both
+    binaries know (:func:`~migtest.host.common_machine_type`): the alias
+    alone would give each QEMU version its own newest type.
+
+    :raise ConfigError: ``value`` is not a machine type name.
+    :raise Unavailable: a binary lacks it, or no versioned type is common.
+    """
+    listings: List[MachineListing] = []
+    for binary in dict.fromkeys((src, dst)):  # one binary: asked once
+        listing = machine_listing(binary)
+        if listing is None:  # check_binary already made sure it lists them
+            raise Unavailable(f"{binary} did not list its machine types")
+        listings.append(listing)
+    alias = profile.machine_type
+    if value is None or value == "":
+        machine_type = common_machine_type(alias, listings[0], listings[-1])
+        resolved = ", ".join(f"{item.resolve(alias)} in {item.binary}" for item in listings)
+        _log.info("machine type %s ('%s' is %s)", machine_type, alias, resolved)
+        return machine_type
+    machine_type = str(value)
+    if not _MACHINE_TYPE.fullmatch(machine_type):
+        raise ConfigError(
+            "machine",
+            value,
+            f"a machine type that both binaries list in -machine help, without options "
+            f"(letters, digits, '.', '_', '-'), such as {listings[0].resolve(alias) or alias}",
+        )
+    check_machine_type(machine_type, listings)
+    _log.info("machine type %s (pinned by the 'machine' parameter)", machine_type)
+    return machine_type
+
+
+def choose_cpu(value: object, profile: ArchProfile, accel: str, src: str, dst: str) -> str:
+    """The ``-cpu`` value: ``value`` (the ``cpu`` parameter) if given, else the profile's.
+
+    :raise ConfigError: ``value`` is not a CPU model with options.
+    :raise Unavailable: a binary lacks the model.
+    """
+    binaries = list(dict.fromkeys((src, dst)))
+    if value is None or value == "":
+        cpu = profile.cpus[accel]
+        whose = f"the {profile.name} profile's model for {accel}"
+        check_cpu_model(cpu, binaries, f"{whose}; choose another with the 'cpu' parameter")
+    else:
+        cpu, whose = str(value), "the 'cpu' parameter"
+        if not _CPU.fullmatch(cpu):
+            raise ConfigError(
+                "cpu",
+                value,
+                f"a CPU model that both binaries list in -cpu help, optionally followed by "
+                f"options (',name=value', ',+feature', ',-feature'), such as "
+                f"{profile.cpus[accel]}",
+            )
+        check_cpu_model(cpu, binaries, "parameter 'cpu'")
+    _log.info("cpu %s (%s)", cpu, whose)
+    return cpu
