@@ -8,11 +8,12 @@
  * else in the range is ever written.
  *
  * How it is loaded: qemu-system-aarch64 -machine virt,gic-version=max
- * -cpu max -m 150M -kernel guest.bin.  guest.bin is a raw image (no arm64
+ * -cpu cortex-a57 -m 150M -kernel guest.bin.  guest.bin is a raw image (no arm64
  * Image header), which QEMU's -kernel loader places at RAM base + 0x80000
  * = 0x40080000 and enters through its small boot stub at EL1 with the MMU
- * and caches off, x0 = DTB address (see below).  -cpu max is required:
- * the virt default (cortex-a15) is a 32-bit CPU.
+ * and caches off, x0 = DTB address (see below).  A 64-bit -cpu is
+ * required (the virt default, cortex-a15, is 32-bit); the guest needs
+ * nothing beyond ARMv8.0, so any 64-bit model runs it.
  *
  * Console: the virt board's PL011 UART at 0x09000000.  QEMU's model needs
  * no set-up; we write a byte to the data register (offset 0x00) after

@@ -55,7 +55,8 @@ class MigrationTest(Test):
 
     Parameters (variants files or ``-p name=value``): ``arch``, ``accel``
     (``tcg``, ``kvm`` or ``auto``), ``qemu_bin``, ``qemu_bin_src``,
-    ``qemu_bin_dst``, ``boot_timeout``, ``strict``.  See README.rst.
+    ``qemu_bin_dst``, ``machine``, ``cpu``, ``boot_timeout``, ``strict``.  See
+    README.rst.
 
     :avocado: disable
     """
