@@ -124,3 +124,20 @@ def test_final_stats_wait_for_the_source_to_finish(pair: MigrationPair) -> None:
     pair.src.cont()
     with pytest.raises(WaitTimeout, match=r"run state postmigrate .*running"):
         pair.src.read_final_stats(timeout=0.5)
+
+
+def test_a_failed_migration_quotes_the_destinations_reason(
+    tcg_params: SuiteParams, workdir: Path
+) -> None:
+    """The source only sees its stream break; the destination knows why."""
+    with MigrationPair(tcg_params, workdir) as pair:
+        pair.start(dst_args=["-m", "160M"])  # RAM the source's does not fit
+        pair.src.stop()
+        pair.allow_convergence()
+        pair.migrate("unix")
+        with pytest.raises(CheckFailure) as failed:
+            pair.wait_for_completion()
+    message = str(failed.value)
+    assert "the migration failed" in message
+    assert "dst (QEMU " in message and "src (QEMU " in message
+    assert "Size mismatch: pc.ram" in message, message

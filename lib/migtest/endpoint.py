@@ -70,8 +70,15 @@ class Endpoint:
         return self._version
 
     def describe(self) -> str:
-        """Which QEMU this side is, for messages: ``src (QEMU 7.2.22, /usr/bin/...)``."""
-        return f"{self.name} (QEMU {'.'.join(map(str, self.version))}, {self.machine.binary})"
+        """Which QEMU this side is, for messages: ``src (QEMU 7.2.22, /usr/bin/...)``.
+
+        A QEMU that died before it was asked has no version to tell.
+        """
+        try:
+            version = ".".join(map(str, self.version))
+        except MigtestError:
+            version = "?"
+        return f"{self.name} (QEMU {version}, {self.machine.binary})"
 
     def supported_capabilities(self) -> FrozenSet[str]:
         """The migration capabilities this QEMU knows."""
@@ -352,6 +359,29 @@ class Endpoint:
                 raise CheckFailure(f"{self.name}: {exc}") from None
         if status in SWITCHING_OVER:
             raise MigtestError(f"{self.name}: migration reached '{status}' before {awaited}")
+
+    def account(self, lines: int = 5) -> str:
+        """What this side says of its migration, in one line: for a FAIL message.
+
+        The side that knows why a migration failed is often not the one
+        that reported it: a source says "Broken pipe" where the destination
+        said "Machine type received is 'pc-i440fx-7.2' and local is
+        'pc-i440fx-10.0'".  So a failure quotes both sides: their status
+        and error-desc, or their exit code, and the last lines QEMU printed.
+        """
+        if self.machine.is_running():
+            try:
+                info = self.info()
+                state = f"status {info.get('status', 'none')}"
+                if "error-desc" in info:
+                    state += f" ({info['error-desc']})"
+            except MigtestError as exc:  # it died meanwhile, or stopped answering
+                state = f"no answer ({exc})"
+        else:
+            state = f"exited with {self.machine.exitcode}"
+        printed = [line.strip() for line in self.machine.output.splitlines() if line.strip()]
+        said = " | ".join(printed[-lines:]) or "nothing"
+        return f"{self.describe()}: {state}; statuses {self.status_history()}; printed: {said}"
 
     def status_history(self) -> List[str]:
         """Statuses announced by MIGRATION events so far (needs ``events``)."""

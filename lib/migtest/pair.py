@@ -11,7 +11,7 @@ from typing import Any, List, Mapping, Optional, Sequence, Type, Union
 
 from .arch import ArchProfile
 from .endpoint import STATUS_TIMEOUT, Endpoint
-from .errors import ConfigError, StateError
+from .errors import CheckFailure, ConfigError, QMPConnectionLost, StateError
 from .machine import QEMUMachine
 from .params import SuiteParams
 from .qapi import Capability, MigrationInfo, MigrationParameters
@@ -84,6 +84,7 @@ class MigrationPair:
         machine.launch()
         endpoint = Endpoint(machine)
         self._endpoints.append(endpoint)
+        endpoint.version  # noqa: B018 - asked now: a failure may leave nobody to ask
         return endpoint
 
     def _launch_destination(self, name: str, paused: bool, extra: Sequence[str]) -> Endpoint:
@@ -253,10 +254,15 @@ class MigrationPair:
         """Wait until both sides report the migration completed.
 
         :return: the source's final ``query-migrate`` answer.
-        :raise MigtestError: a side reached ``failed`` or ``cancelled``.
+        :raise CheckFailure: a side reached ``failed`` or ``cancelled``, or
+            its QEMU died; the message quotes what each side says.
         """
-        self.src.wait_for_status("completed", fail_on=UNSUCCESSFUL)
-        self.dst.wait_for_status("completed", fail_on=UNSUCCESSFUL)
+        try:
+            self.src.wait_for_status("completed", fail_on=UNSUCCESSFUL)
+            self.dst.wait_for_status("completed", fail_on=UNSUCCESSFUL)
+        except (CheckFailure, QMPConnectionLost) as failed:
+            accounts = "\n".join(f"  {side.account()}" for side in (self.src, self.dst))
+            raise CheckFailure(f"the migration failed: {failed}\n{accounts}") from failed
         self.dst.read_final_stats()
         return self.src.read_final_stats()
 
