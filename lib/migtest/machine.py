@@ -13,10 +13,12 @@ import enum
 import logging
 import mmap
 import os
+import select
 import shlex
 import signal
 import socket
 import subprocess
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from subprocess import Popen
@@ -34,6 +36,8 @@ LAUNCH_TIMEOUT = 30.0
 COMMAND_TIMEOUT = 60.0
 #: Seconds QEMU gets to exit after ``quit`` before it is killed.
 SHUTDOWN_TIMEOUT = 10.0
+#: Seconds a killed QEMU may take to be gone (measured: a few milliseconds).
+KILL_TIMEOUT = 5.0
 #: How the debug log's record of a launch starts, before the command line:
 #: ``scripts/bench`` reads it as the moment QEMU started.
 LAUNCH_PREFIX = "launch: "
@@ -53,24 +57,149 @@ def _die_with_parent() -> None:
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def end_with_job(signum: int) -> Callable[[], None]:
+    """Have ``signum`` sent to this process when its parent or grandparent ends.
+
+    For the process that runs a test, under Avocado's runner (its parent),
+    under Avocado (its grandparent).  Avocado ends a task by signalling the
+    runner alone, and kills it a second later, never the test under it;
+    after a second interrupt it exits without ending the tasks it has not
+    reached.  A test left running would keep its QEMUs, whose own
+    parent-death signal waits for the test process.  The parent's end is
+    seen by the kernel (``PR_SET_PDEATHSIG``), the grandparent's by a
+    thread that waits on it.
+
+    :return: a function that undoes both.
+    :raise OSError: the kernel refused.
+    """
+    parent = os.getppid()
+    grandparent = _parent_of(parent)
+    if _prctl(_PR_SET_PDEATHSIG, signum) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:  # it ended before we asked
+        os.kill(os.getpid(), signum)
+    stop_watching = _signal_when_gone(grandparent, signum) if grandparent > 1 else None
+
+    def undo() -> None:
+        _prctl(_PR_SET_PDEATHSIG, 0)
+        if stop_watching is not None:
+            stop_watching()
+
+    return undo
+
+
+def _parent_of(pid: int) -> int:
+    """The parent of process ``pid``, or 0 if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat[stat.rindex(")") + 2 :].split()[1])  # after "pid (comm) state"
+
+
+def _signal_when_gone(pid: int, signum: int) -> Callable[[], None]:
+    """Send ``signum`` to this process when process ``pid`` ends.
+
+    :return: a function that stops watching.
+    """
+    try:
+        pidfd = os.pidfd_open(pid)  # names this process, whatever later reuses its PID
+    except ProcessLookupError:  # gone already
+        os.kill(os.getpid(), signum)
+        return lambda: None
+    wake, woken = os.pipe()
+
+    def watch() -> None:
+        # No deadline: this is no wait for a result, it lasts as long as
+        # the test, and stop() ends it.
+        try:
+            ready, _, _ = select.select([pidfd, wake], [], [])
+            if pidfd in ready:
+                os.kill(os.getpid(), signum)
+        finally:
+            os.close(pidfd)
+            os.close(wake)
+
+    thread = threading.Thread(target=watch, name=f"migtest-watch-{pid}", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        try:
+            os.write(woken, b"x")
+        except BrokenPipeError:  # the watch has ended: it saw the process go
+            pass
+        finally:
+            os.close(woken)
+
+    return stop
+
+
 # The parent-death signal fires when the *thread* that forked QEMU ends, and
 # Avocado runs each test method in a thread of its own that ends before
 # tearDown.  So every QEMU is started from this one thread, which lives as
 # long as the process does.
 _launcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="migtest-launcher")
 
+# Every QEMU this process started and has not reaped, by PID, and why no more
+# may start (None while they may).  Reentrant: stop_all() runs in signal
+# handlers, which can interrupt the main thread inside stop_all() itself.
+_lock = threading.RLock()
+_running: Dict[int, Popen[bytes]] = {}
+_stopped: Optional[str] = None
+
 
 def _spawn(cmdline: Sequence[str], output: IO[bytes], qmp_fd: int, cwd: Path) -> Popen[bytes]:
-    return _launcher.submit(
-        subprocess.Popen,
-        cmdline,
-        stdin=subprocess.DEVNULL,
-        stdout=output,
-        stderr=subprocess.STDOUT,
-        pass_fds=[qmp_fd],
-        cwd=cwd,
-        preexec_fn=_die_with_parent,
-    ).result()
+    def start() -> Popen[bytes]:
+        # Under the lock, so that stop_all() sees every QEMU that started,
+        # and none starts after it.
+        with _lock:
+            if _stopped is not None:
+                raise StateError(f"no QEMU may start any more: {_stopped}")
+            process = subprocess.Popen(
+                cmdline,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                pass_fds=[qmp_fd],
+                cwd=cwd,
+                preexec_fn=_die_with_parent,
+            )
+            _running[process.pid] = process
+            return process
+
+    return _launcher.submit(start).result()
+
+
+def stop_all(reason: str) -> None:
+    """Kill every QEMU this process started, at once, and let no other start.
+
+    For a test that is being interrupted (Ctrl-C, Avocado ending the task,
+    a timeout): its method may still be running in its thread, using the
+    monitors, so no QEMU can be asked to quit; and Avocado, which gives a
+    task a second before it kills the runner and moves on, may exit right
+    after.  Killing by PID, and waiting for the kernel to be done, is what
+    leaves nothing behind before then.  Each machine's own
+    :meth:`QEMUMachine.shutdown` still closes its monitor afterwards.
+
+    Safe in a signal handler, and to call again: the first reason stays.
+
+    :param reason: why, for the error of a later :meth:`QEMUMachine.launch`.
+    :raise WaitTimeout: a killed QEMU did not go within :data:`KILL_TIMEOUT`.
+    """
+    global _stopped
+    with _lock:
+        if _stopped is None:
+            _stopped = reason
+        processes = list(_running.values())
+    for process in processes:
+        # By PID; Popen sends nothing once it has reaped it, so never to a reused PID.
+        process.kill()
+
+    def check() -> Tuple[bool, List[int]]:
+        alive = [p.pid for p in processes if p.poll() is None]
+        return not alive, alive
+
+    wait_for(check, what="the killed QEMUs to be gone", timeout=KILL_TIMEOUT)
 
 
 class Runstate(enum.Enum):
@@ -145,6 +274,9 @@ class QEMUMachine:
         except OSError as exc:
             ours.close()
             raise LaunchError(str(exc), cmdline, None, "") from exc
+        except StateError:
+            ours.close()
+            raise
         finally:
             theirs.close()
         self._state = Runstate.RUNNING
@@ -158,26 +290,45 @@ class QEMUMachine:
     def shutdown(self, timeout: float = SHUTDOWN_TIMEOUT) -> None:
         """Ask QEMU to quit, and kill it if it has not within ``timeout``.
 
+        A QEMU that could not be asked (its monitor is busy in another
+        thread, or does not answer) is killed at once: it would not quit.
+
         Idempotent, and safe in every state: after a failed launch, after
         QEMU exited by itself, or twice.
         """
-        if self._process is not None and self._process.poll() is None and self._qmp:
-            try:
-                self._pull_events(0)  # keep what QEMU said last, for the logs
-                self._qmp.execute("quit", None, timeout)
-            except Exception as exc:  # noqa: BLE001 - we kill it below anyway
-                self._log.debug("quit: %r", exc)
+        if self._process is not None and self.is_running() and self._ask_to_quit(timeout):
             try:
                 self._process.wait(timeout)
             except subprocess.TimeoutExpired:
                 self._log.debug("did not quit within %g s: killing", timeout)
         self.kill()
 
+    def _ask_to_quit(self, timeout: float) -> bool:
+        """Send ``quit``; return whether QEMU got it, and is worth waiting for."""
+        if self._qmp is None:
+            return False
+        try:
+            self._pull_events(0)  # keep what QEMU said last, for the logs
+            self._qmp.execute("quit", None, timeout)
+        except QMPConnectionLost as exc:
+            # QEMU closes the monitor as it exits, at times before answering.
+            self._log.debug("quit: %r", exc)
+        except Exception as exc:  # noqa: BLE001 - killed instead, by the caller
+            # Not received: the monitor is busy in another thread (the
+            # method of a test that was ended, still running), or QEMU does
+            # not answer.  Waiting could only end in the kill.
+            self._log.debug("quit not sent (%r): killing", exc)
+            return False
+        return True
+
     def kill(self) -> None:
         """Kill QEMU (by its PID, never by name) and close the monitor."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.kill()
-            self._process.wait()
+        if self._process is not None:
+            if self._process.poll() is None:
+                self._process.kill()
+                self._process.wait()
+            with _lock:
+                _running.pop(self._process.pid, None)
         while self._close_after_exit:
             os.close(self._close_after_exit.pop())
         if self._qmp is not None:

@@ -12,14 +12,17 @@ import json
 import logging
 import os
 import shutil
+import signal
 from pathlib import Path
-from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence
+from types import FrameType
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 from avocado import Test
+from avocado.core.exceptions import TestInterrupt
 
 from .artifacts import METRICS_FILE, PLOT_FILE, TRACE_FILE
 from .errors import QMPError, Unavailable
-from .machine import QEMUMachine
+from .machine import QEMUMachine, end_with_job, stop_all
 from .metrics import summarize
 from .pair import MigrationPair
 from .params import SuiteParams
@@ -82,18 +85,87 @@ class MigrationTest(Test):
         """Shut every QEMU down and keep what the test produced.
 
         Nothing here raises: Avocado would turn the test's FAIL into an
-        ERROR and replace its reason.  A step that fails is logged.
+        ERROR and replace its reason.  A step that fails is reported by
+        :meth:`_step_failed`: a PASS becomes a WARN that names it.
         """
         self._limit_waits()  # a window of its own: Avocado times tearDown apart
+        steps: List[Tuple[str, Callable[[], None]]] = []
+        if self.status == "INTERRUPTED":
+            # Its method may still run in its thread, holding the monitors:
+            # no QEMU could be asked to quit, and Avocado does not wait.
+            steps.append(("killing every QEMU", lambda: stop_all("the test was interrupted")))
+        for machine in getattr(self, "_lone_machines", []):
+            steps.append((f"shutting {machine.name} down", machine.shutdown))
         pair: Optional[MigrationPair] = getattr(self, "pair", None)
-        steps: List[Callable[[], None]] = [m.shutdown for m in getattr(self, "_lone_machines", [])]
         if pair is not None:
-            steps += [pair.close, self._save_metrics]
-        for step in [*steps, self._keep_logs, self._stop_qmp_log, super().tearDown]:
+            steps += [
+                ("shutting the pair down", pair.close),
+                ("saving the metrics and the plot", self._save_metrics),
+            ]
+        steps += [
+            ("keeping the logs", self._keep_logs),
+            ("stopping the QMP trace", self._stop_qmp_log),
+            ("Avocado's tearDown", super().tearDown),
+        ]
+        for what, step in steps:
             try:
                 step()
-            except Exception:
-                self.log.exception("tearDown: %s failed", getattr(step, "__name__", step))
+            except Exception as exc:  # noqa: BLE001 - every step runs; each failure is reported
+                self._step_failed(what, exc)
+
+    def _step_failed(self, what: str, exc: Exception) -> None:
+        """Report a failed tearDown step without changing a verdict that is not a pass.
+
+        In a test that passed, a warning: Avocado turns the PASS into a WARN,
+        so a broken report step cannot go unseen.  A FAIL, ERROR or
+        INTERRUPTED keeps its own reason (a warning could not change it
+        anyway); a CANCEL would become a WARN, which would hide why it was
+        cancelled, so there the step is logged as an error.
+        """
+        self.log.debug("tearDown: %s failed", what, exc_info=exc)
+        report = self.log.warning if self.status in ("PASS", "WARN") else self.log.error
+        report("tearDown: %s failed: %s: %s", what, type(exc).__name__, exc)
+
+    def run_avocado(self) -> None:
+        """Run the test, in Avocado's test process, and take its QEMUs down with it.
+
+        Avocado calls this in the main thread of the process that runs the
+        test, the only thread that may handle signals.  The process is
+        interrupted by Ctrl-C, which reaches every process of the job, or
+        by SIGTERM: from its runner, which Avocado asks to end the task,
+        or, once the runner or Avocado is gone, from :func:`end_with_job`.
+        Each kills the QEMUs in the handler itself, at once: Avocado waits
+        for a task a second at most before it kills the runner (never the
+        test under it), and not at all after a second Ctrl-C.
+        """
+        self._interrupted = False
+        handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+        for signum, previous in handlers.items():
+            if previous is not signal.SIG_IGN:  # a job started with Ctrl-C ignored keeps it so
+                signal.signal(signum, self._on_signal)
+        undo = end_with_job(signal.SIGTERM)
+        try:
+            super().run_avocado()
+        finally:
+            undo()
+            for signum, previous in handlers.items():
+                if previous is not None:  # None: not set from Python, cannot be restored
+                    signal.signal(signum, previous)
+
+    def _on_signal(self, signum: int, frame: Optional[FrameType]) -> None:
+        """Kill every QEMU now; then end setUp or the test method, once.
+
+        The interruption Avocado understands (as its own SIGTERM handler
+        raises it) makes the test INTERRUPTED and runs tearDown, which
+        removes sockets and files; Python's KeyboardInterrupt would skip
+        tearDown.  Once tearDown runs, the test is ending already: raising
+        there would cut its cleanup short.
+        """
+        name = signal.Signals(signum).name
+        stop_all(f"the test process got {name}")
+        if self.phase in ("SETUP", "TEST") and not self._interrupted:
+            self._interrupted = True
+            raise TestInterrupt(f"Test interrupted: {name}")
 
     def _limit_waits(self) -> None:
         """End any wait before the test's timeout does, so the error names it.
