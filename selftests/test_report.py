@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import json
+import re
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -280,3 +282,17 @@ def test_artifact_names_are_spelled_only_in_artifacts() -> None:
         if found
     }
     assert spelled == {}
+
+
+def test_qemu_versions_become_a_column_axis(job: Path, tmp_path: Path) -> None:
+    """One QEMU: its version heads the column; two: the pair does."""
+    copy = tmp_path / "job"
+    shutil.copytree(job, copy)
+    (metrics,) = copy.glob(f"test-results/*Precopy.test_unix*/data/{METRICS_FILE}")
+    report = json.loads(metrics.read_text())
+    version = report["qemu"]["src"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version) and report["qemu"]["dst"] == version
+    assert f'<span class="qemu">QEMU {version}</span>' in report_of(copy).read_text()
+    report["qemu"] = {"src": "7.2.22", "dst": "10.0.13"}
+    metrics.write_text(json.dumps(report))
+    assert '<span class="qemu">QEMU 7.2.22 → 10.0.13</span>' in report_of(copy).read_text()

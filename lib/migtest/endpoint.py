@@ -69,16 +69,17 @@ class Endpoint:
             self._version = (int(qemu["major"]), int(qemu["minor"]), int(qemu["micro"]))
         return self._version
 
-    def describe(self) -> str:
-        """Which QEMU this side is, for messages: ``src (QEMU 7.2.22, /usr/bin/...)``.
-
-        A QEMU that died before it was asked has no version to tell.
-        """
+    @property
+    def version_text(self) -> str:
+        """QEMU's version as people write it, ``7.2.22``; ``?`` if it died unasked."""
         try:
-            version = ".".join(map(str, self.version))
+            return ".".join(map(str, self.version))
         except MigtestError:
-            version = "?"
-        return f"{self.name} (QEMU {version}, {self.machine.binary})"
+            return "?"
+
+    def describe(self) -> str:
+        """Which QEMU this side is, for messages: ``src (QEMU 7.2.22, /usr/bin/...)``."""
+        return f"{self.name} (QEMU {self.version_text}, {self.machine.binary})"
 
     def supported_capabilities(self) -> FrozenSet[str]:
         """The migration capabilities this QEMU knows."""

@@ -213,6 +213,8 @@ class MigrationTest(Test):
             "test": str(self.name),
             "arch": self.suite.profile.name,
             "accel": self.suite.accel,
+            # The newest destination is the one the migration went to.
+            "qemu": {"src": self.pair.src.version_text, "dst": self.pair.dst.version_text},
             "sides": sides,
         }
         (Path(self.outputdir) / METRICS_FILE).write_text(json.dumps(report, indent=1))

@@ -69,7 +69,7 @@ table.grid { border-collapse: separate; border-spacing: 0; background: #fff;
 .grid thead th.corner { color: var(--muted); font-weight: 500; }
 .grid th[scope=row] { font-weight: 400; white-space: nowrap; border-right: 1px solid var(--line); }
 .test, .arch { display: block; font-weight: 600; }
-.file, .accel { display: block; color: var(--muted); font-size: 12px; font-weight: 400; }
+.file, .accel, .qemu { display: block; color: var(--muted); font-size: 12px; font-weight: 400; }
 .cell { border-left: 3px solid var(--cancel); font-size: 13px; min-width: 215px;
   background: var(--cancel-bg); }
 .cell.none { background: #fff; border-left-color: transparent; }
@@ -137,6 +137,25 @@ class TestRun:
 
 
 @dataclass(frozen=True)
+class Column:
+    """What a variant ran: a column of the grid."""
+
+    arch: str
+    accel: str
+    #: The QEMU versions, ``7.2.22`` or ``7.2.22 → 10.0.13``; empty when unknown.
+    qemu: str = ""
+
+    def label(self) -> str:
+        """The column in one line: ``x86_64 / tcg / QEMU 7.2.22``."""
+        return " / ".join([self.arch, self.accel, *([f"QEMU {self.qemu}"] if self.qemu else [])])
+
+
+def qemu_pair(src: str, dst: str) -> str:
+    """One version, or the pair when source and destination differ."""
+    return src if src == dst else f"{src} → {dst}"
+
+
+@dataclass(frozen=True)
 class Job:
     """What the report shows of a job."""
 
@@ -146,8 +165,8 @@ class Job:
     elapsed: Optional[float]
     totals: Dict[str, int]
     runs: List[TestRun]
-    #: Variant id -> (arch, accel) of the column, in the order the job ran them.
-    columns: Dict[Optional[str], Tuple[str, str]]
+    #: Variant id -> its column, in the order the job ran them.
+    columns: Dict[Optional[str], Column]
 
 
 def load_job(directory: Path) -> Job:
@@ -255,18 +274,28 @@ def _read_json(path: Path) -> Any:
 
 def _columns(
     runs: Sequence[TestRun], params: Mapping[Optional[str], Mapping[str, str]]
-) -> Dict[Optional[str], Tuple[str, str]]:
-    """Label each variant by the arch and accel its tests really used.
+) -> Dict[Optional[str], Column]:
+    """Label each variant by the arch, accel and QEMU versions its tests really used.
 
-    A ``migration.json`` tells the accelerator ``auto`` became; a variant
-    without one is labelled from its parameters.
+    A ``migration.json`` tells the accelerator ``auto`` became and the
+    versions the QEMUs reported; a variant without one is labelled from its
+    parameters (``qemu_version``, ``qemu_version_src``/``_dst``).
     """
-    columns: Dict[Optional[str], Tuple[str, str]] = {}
+    columns: Dict[Optional[str], Column] = {}
     for run in runs:
-        fallback = params.get(run.variant_id, params[None])
-        columns.setdefault(run.variant_id, (fallback["arch"], fallback["accel"]))
-        if run.metrics.get("arch") and run.metrics.get("accel"):
-            columns[run.variant_id] = (str(run.metrics["arch"]), str(run.metrics["accel"]))
+        given = params.get(run.variant_id, params[None])
+        both = given.get("qemu_version", "")
+        src, dst = given.get("qemu_version_src", both), given.get("qemu_version_dst", both)
+        columns.setdefault(
+            run.variant_id, Column(given["arch"], given["accel"], qemu_pair(src, dst))
+        )
+        metrics = run.metrics
+        if metrics.get("arch") and metrics.get("accel"):
+            versions = metrics.get("qemu") or {}
+            qemu = qemu_pair(str(versions["src"]), str(versions["dst"])) if versions else ""
+            columns[run.variant_id] = Column(
+                str(metrics["arch"]), str(metrics["accel"]), qemu or columns[run.variant_id].qemu
+            )
     return columns
 
 
@@ -359,9 +388,11 @@ def _grid(job: Job, base: Path) -> str:
             f'<span class="file">{escape(path)}</span></th>{tds}</tr>'
         )
     heads = "".join(
-        f'<th scope="col"><span class="arch">{escape(arch)}</span>'
-        f'<span class="accel">{escape(accel)}</span></th>'
-        for arch, accel in job.columns.values()
+        f'<th scope="col"><span class="arch">{escape(column.arch)}</span>'
+        f'<span class="accel">{escape(column.accel)}</span>'
+        + (f'<span class="qemu">QEMU {escape(column.qemu)}</span>' if column.qemu else "")
+        + "</th>"
+        for column in job.columns.values()
     )
     return (
         f'<table class="grid"><thead><tr><th class="corner">test</th>{heads}</tr></thead>'
@@ -376,7 +407,7 @@ def _timelines(job: Job, base: Path) -> str:
         figures = "".join(
             f'<figure><a href="{_href(run.plot, base)}"><img src="{_href(run.plot, base)}" '
             f'loading="lazy" alt="migration timeline of {escape(name)}"></a>'
-            f"<figcaption>{escape(' / '.join(job.columns[run.variant_id]))} · "
+            f"<figcaption>{escape(job.columns[run.variant_id].label())} · "
             f"{escape(run.status)}</figcaption></figure>"
             for run in job.runs
             if run.name == name and run.plot.is_file()
