@@ -20,7 +20,7 @@ SUITE    = $(AVOCADO) --config avocado.conf run --job-results-dir $(RESULTS) tes
 STAMP    = $(VENV)/.installed
 TOOLCHAINS = binutils-aarch64-linux-gnu binutils-s390x-linux-gnu binutils-powerpc64-linux-gnu
 
-.PHONY: run check selftests lint qemu toolchains guests venv clean
+.PHONY: run check selftests lint qemu qemu-versions toolchains guests venv clean
 
 # The report is written whether the suite passed or not; the suite's
 # verdict is make's.
@@ -52,6 +52,13 @@ $(STAMP): setup.py
 
 qemu:
 	@scripts/install-qemu $(ARCHES)
+
+# Every QEMU version Debian ships, for the qemu_version* parameters, into
+# ~/.cache/migtest/qemu (or $MIGTEST_QEMU_CACHE); the host's own version is
+# linked, the others are fetched (as root).  Reruns reuse what is there.
+# Some only: make qemu-versions QEMU_VERSIONS="10.0.13 11.1.3"
+qemu-versions:
+	@scripts/qemu-versions $(QEMU_VERSIONS)
 
 # Cross binutils let the self-tests rebuild every guest; without them (and
 # without root to install them) those self-tests are skipped.

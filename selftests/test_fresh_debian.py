@@ -4,6 +4,7 @@ debootstrap and both README commands) takes minutes and is not run here."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import sys
@@ -30,6 +31,8 @@ def load_script() -> ModuleType:
 
 
 fresh = load_script()
+# What it shares with qemu-versions; loading it put scripts/ on sys.path.
+roots = importlib.import_module("debian_roots")
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
 
@@ -58,10 +61,10 @@ Suites: bookworm bookworm-updates
 
 
 def test_mirror_is_the_hosts_first_non_security_one() -> None:
-    assert fresh.mirror_from_sources(DEB822) == "http://mirror.example/debian"
+    assert roots.mirror_from_sources(DEB822) == "http://mirror.example/debian"
     one_line = "deb [arch=amd64] http://other.example/debian bookworm main\n"
-    assert fresh.mirror_from_sources(one_line) == "http://other.example/debian"
-    assert fresh.mirror_from_sources("# nothing\n") is None
+    assert roots.mirror_from_sources(one_line) == "http://other.example/debian"
+    assert roots.mirror_from_sources("# nothing\n") is None
 
 
 def test_only_registry_settings_go_into_the_environment() -> None:
@@ -81,7 +84,7 @@ def test_mounts_under_a_root_are_found_and_only_those(tmp_path: Path) -> None:
         f"udev {tmp_path}/r/dev devtmpfs rw 0 0\n"
         f"tmpfs {tmp_path}/r2 tmpfs rw 0 0\n"
     )
-    assert fresh.mounts_under(tmp_path / "r", mounts) == [f"{tmp_path}/r/proc", f"{tmp_path}/r/dev"]
+    assert roots.mounts_under(tmp_path / "r", mounts) == [f"{tmp_path}/r/proc", f"{tmp_path}/r/dev"]
 
 
 @needs_root
@@ -112,7 +115,7 @@ def test_mounts_and_processes_are_gone_after_the_root_was_used(tmp_path: Path) -
             time.sleep(60)
             os._exit(0)
         wait_for(lambda: (child in fresh.processes_in(root), None), what="chroot", timeout=10)
-    assert fresh.mounts_under(root, Path("/proc/self/mounts").read_text()) == []
+    assert roots.mounts_under(root, Path("/proc/self/mounts").read_text()) == []
     _, status = os.waitpid(child, 0)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
 

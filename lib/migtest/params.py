@@ -1,7 +1,10 @@
 """The suite's parameters, read once into a typed object.
 
 Parameters come from Avocado (variants files, or ``-p name=value``) and,
-for the binary, from the environment variables QEMU's own tests use.
+for the binary, from the environment variables QEMU's own tests use.  A
+QEMU version that ``scripts/qemu-versions`` fetched is named by its label
+(``qemu_version``, ``qemu_version_src``, ``qemu_version_dst``): see
+:mod:`migtest.versions`.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Mapping, Optional, Protocol
+from typing import Any, List, Mapping, Optional, Protocol, Tuple
 
 from .arch import DEFAULT_ARCH, ArchProfile, get_profile
 from .errors import ConfigError, Unavailable
@@ -26,6 +29,7 @@ from .host import (
     machine_listing,
     resolve_accel,
 )
+from .versions import binary_for
 
 #: Environment variables naming the QEMU binary, as QEMU's qtests read them.
 #: ``QTEST_QEMU_BINARY_SRC`` and ``_DST`` override it for one side.
@@ -139,6 +143,19 @@ class SuiteParams:
         )
 
 
+#: How messages name each side.
+_SIDES = {"src": "source", "dst": "destination"}
+
+
+def _given(params: ParamSource, *names: str) -> Tuple[Optional[str], Any]:
+    """The first of ``names`` that has a value, and the value; ``(None, None)`` if none."""
+    for name in names:
+        value = params.get(name)
+        if value is not None and value != "":
+            return name, value
+    return None, None
+
+
 def _side_binary(
     params: ParamSource,
     environ: Mapping[str, str],
@@ -147,10 +164,33 @@ def _side_binary(
     profile: ArchProfile,
     accel: str,
 ) -> str:
-    """The binary of one side: ``qemu_bin_<side>`` if given, else ``qemu_bin``.
+    """The binary of one side.
 
-    Different binaries per side test migration between QEMU versions.
+    A QEMU version (``qemu_version_<side>``, else ``qemu_version``) comes
+    first: its emulator from ``scripts/qemu-versions``.  Else
+    ``qemu_bin_<side>`` if given, else ``qemu_bin``.  Different binaries
+    per side test migration between QEMU versions.  A side given both a
+    version and a binary is ambiguous, and refused rather than one of the
+    two silently ignored.
+
+    :raise ConfigError: an unknown version, or a version and a binary for
+        the same side.
+    :raise Unavailable: the version was not fetched, or the binary is missing.
     """
+    version_parameter, label = _given(params, f"qemu_version_{side}", "qemu_version")
+    if version_parameter is not None:
+        bin_parameter, bin_value = _given(params, f"qemu_bin_{side}", "qemu_bin")
+        if bin_parameter is not None:
+            raise ConfigError(
+                bin_parameter,
+                bin_value,
+                f"no value while parameter '{version_parameter}' ({label}) names the "
+                f"{_SIDES[side]}'s QEMU too: give the {_SIDES[side]} either a version or a binary",
+            )
+        binary = binary_for(str(label), profile.name, environ, version_parameter)
+        check_binary(version_parameter, binary, profile, accel)
+        _log.info("%s: QEMU %s (%s)", _SIDES[side], label, binary)
+        return binary
     parameter = f"qemu_bin_{side}"
     value = params.get(parameter, default=environ.get(f"{ENV_BINARY}_{side.upper()}"))
     if not value:
