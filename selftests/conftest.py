@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import shutil
+import sys
+from importlib.machinery import SourceFileLoader
+from importlib.util import module_from_spec, spec_from_loader
 from pathlib import Path
+from types import ModuleType
 from typing import Iterator
 
 import pytest
@@ -13,6 +17,18 @@ from migtest.params import SuiteParams
 
 #: The top of the source tree.
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_script(name: str) -> ModuleType:
+    """Import ``scripts/<name>``, a script without a ``.py`` ending, as a module."""
+    module_name = name.replace("-", "_")
+    loader = SourceFileLoader(module_name, str(ROOT / "scripts" / name))
+    spec = spec_from_loader(module_name, loader)
+    assert spec is not None
+    module = module_from_spec(spec)
+    sys.modules[module_name] = module  # its dataclasses look themselves up there
+    loader.exec_module(module)
+    return module
 
 
 def qemu_or_skip(arch: str) -> str:

@@ -7,30 +7,15 @@ from __future__ import annotations
 import importlib
 import os
 import signal
-import sys
 import time
-from importlib.machinery import SourceFileLoader
-from importlib.util import module_from_spec, spec_from_loader
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, load_script
 
 from migtest.wait import wait_for
 
-
-def load_script() -> ModuleType:
-    loader = SourceFileLoader("fresh_debian", str(ROOT / "scripts" / "fresh-debian"))
-    spec = spec_from_loader("fresh_debian", loader)
-    assert spec is not None
-    module = module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks itself up there
-    loader.exec_module(module)
-    return module
-
-
-fresh = load_script()
+fresh = load_script("fresh-debian")
 # What it shares with qemu-versions; loading it put scripts/ on sys.path.
 roots = importlib.import_module("debian_roots")
 

@@ -11,14 +11,11 @@ import re
 import shutil
 import subprocess
 import sys
-from importlib.machinery import SourceFileLoader
-from importlib.util import module_from_spec, spec_from_loader
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Dict, Optional
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, load_script
 
 from migtest.arch import PROFILES
 from migtest.errors import ConfigError, Unavailable
@@ -36,18 +33,7 @@ from migtest.versions import (
     wrapper_path,
 )
 
-
-def load_script() -> ModuleType:
-    loader = SourceFileLoader("qemu_versions", str(ROOT / "scripts" / "qemu-versions"))
-    spec = spec_from_loader("qemu_versions", loader)
-    assert spec is not None
-    module = module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks itself up there
-    loader.exec_module(module)
-    return module
-
-
-script = load_script()
+script = load_script("qemu-versions")
 
 
 class Params:
