@@ -8,6 +8,7 @@ import platform
 import re
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, List, Mapping, Optional, Sequence, Set, Tuple
 
@@ -80,6 +81,20 @@ PROBE_TIMEOUT = 30.0
 _VERSIONED = re.compile(r"-(\d+)\.(\d+)$")
 #: How ``-machine help`` marks an alias: ``pc  Standard PC ... (alias of pc-i440fx-7.2)``.
 _ALIAS_OF = re.compile(r"\(alias of ([^\s)]+)\)")
+
+
+#: What the suite asks every binary: its machine types, CPU models, accelerators.
+PROBED_OPTIONS = ("-machine", "-cpu", "-accel")
+
+
+def _probe(binary: str) -> None:
+    """Ask ``binary`` all of :data:`PROBED_OPTIONS` at once, into :func:`_help`'s cache.
+
+    Each answer is a QEMU start (50-120 ms); asked in parallel they cost
+    what the slowest does, and every test asks them again in its own process.
+    """
+    with ThreadPoolExecutor(len(PROBED_OPTIONS)) as pool:
+        list(pool.map(functools.partial(_help, binary), PROBED_OPTIONS))
 
 
 @functools.cache
@@ -256,6 +271,7 @@ def check_binary(parameter: str, binary: str, profile: ArchProfile, accel: str) 
     :raise ConfigError: ``binary`` is not a QEMU system emulator.
     :raise Unavailable: it lacks the accelerator.
     """
+    _probe(binary)
     if machine_listing(binary) is None:
         raise ConfigError(parameter, binary, f"a QEMU system emulator such as {profile.binary}")
     lines = _help(binary, "-accel") or ()
