@@ -47,8 +47,9 @@ def test_command_error_carries_class_and_description(x86_binary: str, workdir: P
 def test_python_argument_names_become_qmp_names(x86_binary: str, workdir: Path) -> None:
     with machine(x86_binary, workdir) as vm:
         vm.launch()
-        vm.cmd("migrate-set-parameters", downtime_limit=42)
-        assert vm.cmd("query-migrate-parameters")["downtime-limit"] == 42
+        # QEMU refuses an unknown argument: command_line would be an error.
+        version = vm.cmd("human-monitor-command", command_line="info version")
+        assert version.split(".")[0].isdigit(), version
 
 
 def test_event_wait_times_out_saying_what_it_waited_for(x86_binary: str, workdir: Path) -> None:
