@@ -70,3 +70,9 @@ def test_a_capability_this_version_lacks_by_design_is_not_expected(endpoint: End
     with pytest.raises(Unavailable, match="mapped-ram") as gone:
         endpoint.require_capabilities([newest])
     assert not gone.value.expected
+
+
+def test_the_statuses_this_qemu_reports_come_from_its_schema(endpoint: Endpoint) -> None:
+    statuses = endpoint.known_statuses()
+    assert {"setup", "active", "completed", "failed", "cancelled", "postcopy-paused"} <= statuses
+    assert ("failing" in statuses) is (endpoint.version[:2] >= (11, 0))

@@ -54,7 +54,7 @@ class Endpoint:
         self.name = machine.name
         self._capabilities: Optional[FrozenSet[str]] = None
         self._commands: Optional[FrozenSet[str]] = None
-        self._arguments: Dict[str, FrozenSet[str]] = {}
+        self._schema_entries: Optional[Dict[str, Dict[str, Any]]] = None
         self._version: Optional[Tuple[int, int, int]] = None
         #: The migration's timeline, as seen by this side.
         self.recorder = MigrationRecorder()
@@ -94,20 +94,37 @@ class Endpoint:
             self._commands = frozenset(c["name"] for c in self.machine.cmd("query-commands"))
         return self._commands
 
+    def _schema(self) -> Dict[str, Dict[str, Any]]:
+        """``query-qmp-schema``, by entity name (types have numbers for names)."""
+        if self._schema_entries is None:
+            entries = self.machine.cmd("query-qmp-schema")
+            self._schema_entries = {entry["name"]: entry for entry in entries}
+        return self._schema_entries
+
     def command_arguments(self, command: str) -> FrozenSet[str]:
         """The arguments QMP ``command`` takes in this QEMU (``query-qmp-schema``).
 
         A command gains arguments between versions (``migrate``'s
         ``channels`` in 8.2); the schema says so, not the version number.
         """
-        if not self._arguments:
-            schema = self.machine.cmd("query-qmp-schema")
-            types = {entry["name"]: entry for entry in schema}
-            for entry in schema:
-                if entry["meta-type"] == "command":
-                    members = types.get(entry["arg-type"], {}).get("members", [])
-                    self._arguments[entry["name"]] = frozenset(m["name"] for m in members)
-        return self._arguments.get(command, frozenset())
+        schema = self._schema()
+        arguments = schema.get(schema.get(command, {}).get("arg-type", ""), {})
+        return frozenset(m["name"] for m in arguments.get("members", []))
+
+    def known_statuses(self) -> FrozenSet[str]:
+        """The migration statuses this QEMU can report (``MigrationStatus``).
+
+        They grow between versions: 11.0 passes through ``failing`` on its
+        way to ``failed``.  Read from the type of ``query-migrate``'s
+        ``status``, in the schema.
+        """
+        schema = self._schema()
+        info = schema.get(schema.get("query-migrate", {}).get("ret-type", ""), {})
+        (status,) = [m for m in info.get("members", []) if m["name"] == "status"]
+        enum = schema.get(status["type"], {})
+        return frozenset(m["name"] for m in enum.get("members", [])) or frozenset(
+            enum.get("values", [])
+        )
 
     def require_arguments(self, command: str, names: Iterable[str]) -> None:
         """:raise Unavailable: QMP ``command`` lacks one of the arguments ``names`` here."""
