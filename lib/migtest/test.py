@@ -58,8 +58,9 @@ class MigrationTest(Test):
 
     Parameters (variants files or ``-p name=value``): ``arch``, ``accel``
     (``tcg``, ``kvm`` or ``auto``), ``qemu_bin``, ``qemu_bin_src``,
-    ``qemu_bin_dst``, ``machine``, ``cpu``, ``boot_timeout``, ``strict``.  See
-    README.rst.
+    ``qemu_bin_dst``, ``qemu_version``, ``qemu_version_src``,
+    ``qemu_version_dst``, ``machine``, ``cpu``, ``boot_timeout``, ``strict``.
+    See README.rst.
 
     :avocado: disable
     """
@@ -78,7 +79,7 @@ class MigrationTest(Test):
         try:
             self.suite = SuiteParams.from_params(self.params)
         except Unavailable as exc:  # setUp is not a test method: see __init_subclass__
-            self.unavailable(str(exc))
+            self.unavailable(str(exc), exc.expected)
         self.pair = MigrationPair(self.suite, Path(self.workdir))
 
     def tearDown(self) -> None:
