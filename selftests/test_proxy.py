@@ -12,6 +12,7 @@ import os
 import random
 import socket
 import threading
+import time
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import pytest
@@ -141,10 +142,10 @@ def dialer(target: Address) -> Callable[[], socket.socket]:
 
 @contextlib.contextmanager
 def proxy_to(
-    target: Address, corruption: Optional[Corruption] = None
+    target: Address, corruption: Optional[Corruption] = None, delay: float = 0.0
 ) -> Iterator[Tuple[MigrationProxy, Address]]:
     """A started proxy to ``target``, closed however the test ends."""
-    proxy = MigrationProxy(dialer(target), corruption)
+    proxy = MigrationProxy(dialer(target), corruption, delay)
     try:
         yield proxy, proxy.start()
     finally:
@@ -303,3 +304,31 @@ def test_a_proxy_never_started_closes_cleanly() -> None:
     proxy.close()
     assert set(threading.enumerate()) - threads == set()
     assert open_descriptors() == descriptors, "its event loop was left open"
+
+
+def test_a_stalled_stream_holds_the_source_bytes_until_resumed(
+    destination: socket.socket,
+) -> None:
+    with proxy_to(target_of(destination)) as (proxy, address):
+        source, dest = connect(address, destination)
+        with source, dest:
+            proxy.stall()
+            source.sendall(b"held")
+            dest.settimeout(0.3)
+            with pytest.raises(socket.timeout):
+                dest.recv(4)  # nothing passes while stalled...
+            dest.sendall(b"back")  # ...from the source: the way back stays open
+            assert receive(source, 4) == b"back"
+            dest.settimeout(TIMEOUT)
+            proxy.resume()
+            assert receive(dest, 4) == b"held"
+
+
+def test_a_delayed_stream_arrives_late_and_intact(destination: socket.socket) -> None:
+    with proxy_to(target_of(destination), delay=0.3) as (_, address):
+        source, dest = connect(address, destination)  # the handshake is delayed too
+        with source, dest:
+            start = time.monotonic()
+            source.sendall(b"late")
+            assert receive(dest, 4) == b"late"
+            assert time.monotonic() - start >= 0.3

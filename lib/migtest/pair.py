@@ -203,6 +203,7 @@ class MigrationPair:
         """
         channel = self._channel(channel, f"migration{len(self._channels)}")
         self._log.debug("migrating over %s", channel.name)
+        channel.prepare(self.src, self.dst)
         if channel.live:
             self.dst.listen(channel.listen_target(self.dst))
             self.src.migrate(channel.send_target(self.src, self.dst), **migrate_args)
@@ -243,6 +244,7 @@ class MigrationPair:
         :raise ConfigError: ``channel`` is not live, or names no URI.
         """
         channel = self._channel(channel, f"recovery{len(self._channels)}")
+        channel.prepare(self.src, self.dst)
         target = channel.listen_target(self.dst)
         if not channel.live or not isinstance(target, str):
             raise ConfigError("channel", channel.name, "a live channel with a URI for recovery")

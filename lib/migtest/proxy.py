@@ -222,6 +222,9 @@ class FaultyChannel(Channel):
         self.delay = delay
         self.proxy: Optional[MigrationProxy] = None
 
+    def prepare(self, src: Endpoint, dst: Endpoint) -> None:
+        self.inner.prepare(src, dst)
+
     def listen_target(self, dst: Endpoint) -> Target:
         return self.inner.listen_target(dst)
 

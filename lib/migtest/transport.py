@@ -1,14 +1,15 @@
 """How the migration stream gets from source to destination: channels.
 
-A :class:`Channel` answers three questions for :class:`~migtest.pair.MigrationPair`:
-where the destination listens (:meth:`~Channel.listen_target`), where the
-source sends (:meth:`~Channel.send_target`), and in which order: a *live*
-channel is a stream the destination reads while the source writes (so it
-listens first), a channel that is not live holds the whole migration (a
-file: the source writes all of it, then the destination loads it).  Side
-effects, such as handing a descriptor to QEMU, happen in those methods in
-the open, not behind a name.  :meth:`~Channel.dialer` connects to a listening
-destination the way the source would, which lets a fault-injecting proxy
+A :class:`Channel` answers four questions for :class:`~migtest.pair.MigrationPair`:
+what the sides need first (:meth:`~Channel.prepare`: descriptors handed
+over, later certificates and files, side effects in the open), where the
+destination listens (:meth:`~Channel.listen_target`), where the source
+sends (:meth:`~Channel.send_target`), and in which order: a *live* channel
+is a stream the destination reads while the source writes (so it listens
+first), a channel that is not live holds the whole migration (a file: the
+source writes all of it, then the destination loads it).
+:meth:`~Channel.dialer` connects to a listening destination the way the
+source would, which lets a fault-injecting proxy
 (:class:`~migtest.proxy.FaultyChannel`) sit in front of any live channel.
 
 Every path is relative: QEMU runs in the test's work directory, whose own
@@ -42,6 +43,9 @@ class Channel(abc.ABC):
 
     def __init__(self, label: str = "migration") -> None:
         self.label = label
+
+    def prepare(self, src: Endpoint, dst: Endpoint) -> None:  # noqa: B027 - most need nothing
+        """Give the sides what the channel needs before either is told of it."""
 
     @abc.abstractmethod
     def listen_target(self, dst: Endpoint) -> Target:
@@ -162,9 +166,16 @@ class FdChannel(Channel):
         end.close()  # QEMU holds its own copy now
         return f"fd:{self.label}"
 
-    def listen_target(self, dst: Endpoint) -> Target:
+    def prepare(self, src: Endpoint, dst: Endpoint) -> None:
+        """Hand the destination its end; the source's waits for :meth:`send_target`.
+
+        A proxy (:meth:`dialer`) may take the source's end instead.
+        """
         self._source_end, destination_end = socket.socketpair()
-        return self._hand_over(dst, destination_end)
+        self._hand_over(dst, destination_end)
+
+    def listen_target(self, dst: Endpoint) -> Target:
+        return f"fd:{self.label}"
 
     def send_target(self, src: Endpoint, dst: Endpoint) -> Target:
         return self._hand_over(src, self._take_source_end())
