@@ -5,6 +5,7 @@ tests use what it left, when it did."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -33,7 +34,11 @@ from migtest.versions import (
     wrapper_path,
 )
 
-script = load_script("qemu-versions")
+load_script("qemu-versions")  # it must import; it puts scripts/ on sys.path
+# The modules it is made of:
+archive = importlib.import_module("debian_archive")
+roots = importlib.import_module("debian_roots")
+wrappers = importlib.import_module("qemu_wrappers")
 
 
 class Params:
@@ -235,10 +240,10 @@ def test_variants_cover_every_version_and_ordered_pair_without_key_clash(tmp_pat
 
 
 def test_the_loader_is_read_from_the_binary() -> None:
-    loader = script.elf_interpreter(Path("/bin/true").read_bytes()[:65536])
+    loader = wrappers.elf_interpreter(Path("/bin/true").read_bytes()[:65536])
     assert loader.startswith("/") and "ld" in Path(loader).name
     with pytest.raises(ValueError, match="ELF"):
-        script.elf_interpreter(b"#!/bin/sh\n")
+        wrappers.elf_interpreter(b"#!/bin/sh\n")
 
 
 def fake_root(root: Path, binary: str = "/bin/true") -> Path:
@@ -256,10 +261,10 @@ def test_a_wrapper_runs_qemu_with_the_roots_loader_libraries_modules_and_firmwar
     tmp_path: Path,
 ) -> None:
     root = fake_root(tmp_path / "a root")
-    layout = script.RootLayout.find(root)
+    layout = wrappers.RootLayout.find(root)
     assert layout.firmware == ("usr/share/qemu", "usr/share/seabios")
     text = layout.wrapper("qemu-system-x86_64", "QEMU 10.0.13 from Debian trixie")
-    loader = script.elf_interpreter(Path("/bin/true").read_bytes()[:65536])
+    loader = wrappers.elf_interpreter(Path("/bin/true").read_bytes()[:65536])
     triplet = layout.triplet
     q = f"'{root}"  # the root's name has a space: every path is quoted
     assert text.startswith("#!/bin/sh\n# QEMU 10.0.13 from Debian trixie")
@@ -274,19 +279,19 @@ def test_a_wrapper_runs_qemu_with_the_roots_loader_libraries_modules_and_firmwar
 
 
 def test_a_root_without_qemu_or_modules_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(script.FetchError, match="no qemu-system"):
-        script.RootLayout.find(tmp_path)
+    with pytest.raises(wrappers.FetchError, match="no qemu-system"):
+        wrappers.RootLayout.find(tmp_path)
     root = fake_root(tmp_path / "r")
     shutil.rmtree(root / "usr/lib")
-    with pytest.raises(script.FetchError, match="module directory"):
-        script.RootLayout.find(root)
+    with pytest.raises(wrappers.FetchError, match="module directory"):
+        wrappers.RootLayout.find(root)
 
 
 def test_a_wrapper_really_starts_qemu_through_a_loader(tmp_path: Path, x86_binary: str) -> None:
     """The host's QEMU, its loader and libraries seen as a root: the wrapper must run it."""
     host_qemu = shutil.which(x86_binary) or x86_binary
     root = tmp_path / "a root"
-    layout = script.RootLayout.find(fake_root(root, host_qemu))
+    layout = wrappers.RootLayout.find(fake_root(root, host_qemu))
     for relative in (f"lib/{layout.triplet}", f"usr/lib/{layout.triplet}"):
         shutil.rmtree(root / relative, ignore_errors=True)
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
@@ -297,7 +302,7 @@ def test_a_wrapper_really_starts_qemu_through_a_loader(tmp_path: Path, x86_binar
         loader.symlink_to(layout.loader)
     # The modules are the host's here; some have a RUNPATH to a host directory.
     assert [entry for entry in layout.foreign_libraries() if "(for qemu-system-" in entry] == []
-    script.write_wrappers(tmp_path / "bin", layout, "test")
+    wrappers.write_wrappers(tmp_path / "bin", layout, "test")
     result = subprocess.run([str(tmp_path / "bin/qemu-system-x86_64"), "--version"],
                             capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
     assert result.stdout.startswith("QEMU emulator version")
@@ -307,7 +312,7 @@ def test_a_root_that_lacks_a_library_of_its_qemu_is_caught(tmp_path: Path, x86_b
     """Its loader would take the host's instead, and the wrapper still run: on two releases."""
     host_qemu = shutil.which(x86_binary) or x86_binary
     root = fake_root(tmp_path / "root", host_qemu)
-    layout = script.RootLayout.find(root)
+    layout = wrappers.RootLayout.find(root)
     loader = root / layout.loader.lstrip("/")
     loader.parent.mkdir(parents=True, exist_ok=True)
     loader.symlink_to(layout.loader)
@@ -316,25 +321,25 @@ def test_a_root_that_lacks_a_library_of_its_qemu_is_caught(tmp_path: Path, x86_b
 
 
 def test_the_hosts_version_is_linked_and_runs(tmp_path: Path) -> None:
-    host = next(((v, b) for v in VERSIONS.values() if (b := script.host_binaries(v))), None)
+    host = next(((v, b) for v in VERSIONS.values() if (b := wrappers.host_binaries(v))), None)
     if host is None:
         pytest.skip("the host's QEMU is none of the known versions")
     version, binaries = host
-    script.link_host(version, tmp_path / version.label, binaries)
+    wrappers.link_host(version, tmp_path / version.label, binaries)
     for arch in binaries:
-        found = script.qemu_version_of(
+        found = wrappers.qemu_version_of(
             str(tmp_path / version.label / "bin" / f"qemu-system-{arch}")
         )
         assert found is not None and version.matches(found[0])
-    assert script.state(version.label, tmp_path) in ("host", "partly")
+    assert wrappers.state(version.label, tmp_path) in ("host", "partly")
 
 
-# -- the rest of the script ----------------------------------------------------
+# -- the archive, and the roots it gives -------------------------------------
 
 
 def test_debootstrap_takes_backports_first_with_the_release_and_its_script() -> None:
     version = VERSIONS["10.0.2"]
-    command = script.debootstrap_command(
+    command = roots.debootstrap_command(
         Path("/r"), version.suites, version.packages, "http://m/debian", version.script
     )
     assert command[:2] == ["debootstrap", "--variant=minbase"]
@@ -353,26 +358,26 @@ qemu-system-x86 | 1:10.0.13+ds-0+deb13u1 | http://m/debian trixie/main amd64 Pac
 
 
 def test_the_archive_is_read_through_apt_cache_madison() -> None:
-    held = script.parse_madison(MADISON)
+    held = archive.parse_madison(MADISON)
     assert held[("qemu-system-x86", "trixie-backports")] == "1:11.1.3+ds-2~bpo13+1"
     assert held[("seabios", "trixie")] == "1.16.3-2"
-    assert script.upstream_of("1:10.0.13+ds-0+deb13u1") == "10.0.13"
-    assert script.upstream_of("1:7.2+dfsg-7+deb12u18+b3") == "7.2"
+    assert archive.upstream_of("1:10.0.13+ds-0+deb13u1") == "10.0.13"
+    assert archive.upstream_of("1:7.2+dfsg-7+deb12u18+b3") == "7.2"
 
 
 def test_a_table_the_archive_no_longer_matches_is_refused() -> None:
     held = {
         (package, "trixie"): "1:10.0.13+ds-0+deb13u1" for package in VERSIONS["10.0.13"].packages
     }
-    assert script.archive_mismatch(VERSIONS["10.0.13"], held) is None
+    assert archive.archive_mismatch(VERSIONS["10.0.13"], held) is None
     newer = {key: "1:10.0.14+ds-0+deb13u1" for key in held}
-    assert "has QEMU 10.0.14, not 10.0.13" in script.archive_mismatch(VERSIONS["10.0.13"], newer)
+    assert "has QEMU 10.0.14, not 10.0.13" in archive.archive_mismatch(VERSIONS["10.0.13"], newer)
     del held[("qemu-system-s390x", "trixie")]
-    assert "has no qemu-system-s390x" in script.archive_mismatch(VERSIONS["10.0.13"], held)
+    assert "has no qemu-system-s390x" in archive.archive_mismatch(VERSIONS["10.0.13"], held)
 
 
 def test_an_unreachable_archive_is_named() -> None:
-    problem = script.archive_problem("http://127.0.0.1:9/debian", ["trixie"])
+    problem = archive.archive_problem("http://127.0.0.1:9/debian", ["trixie"])
     assert problem is not None and problem.startswith(
         "cannot reach Debian's archive at http://127.0.0.1:9/debian"
     )
@@ -387,10 +392,10 @@ def test_a_failed_build_leaves_nothing_a_rerun_would_take_as_done(tmp_path: Path
         raise KeyboardInterrupt  # as Ctrl-C in the middle of debootstrap
 
     with pytest.raises(KeyboardInterrupt):
-        script.build_atomically(target, failing)
+        roots.build_atomically(target, failing)
     assert not target.exists() and list(tmp_path.iterdir()) == []
-    assert script.state("10.0.13", tmp_path) == "no"
-    script.build_atomically(target, lambda building: (building / "done").touch())
+    assert wrappers.state("10.0.13", tmp_path) == "no"
+    roots.build_atomically(target, lambda building: (building / "done").touch())
     assert (target / "done").exists() and oct(target.stat().st_mode & 0o777) == "0o755"
     assert list(tmp_path.iterdir()) == [target]
 
@@ -439,14 +444,14 @@ Status: deinstall ok config-files
 def test_what_only_the_other_suites_qemu_needs_is_surplus() -> None:
     """debootstrap gathers dependencies from every suite: those of 7.2 in a 10.0.2 root."""
     wanted = ["qemu-system-x86", "seabios"]
-    assert script.surplus_packages(STATUS, wanted) == ["libgbm1", "libllvm15"]
-    assert script.surplus_packages(STATUS, [*wanted, "libgbm1"]) == []
+    assert roots.surplus_packages(STATUS, wanted) == ["libgbm1", "libllvm15"]
+    assert roots.surplus_packages(STATUS, [*wanted, "libgbm1"]) == []
 
 
 def test_partial_builds_left_by_a_killed_run_are_found(tmp_path: Path) -> None:
     (tmp_path / ".10.0.13.partial-abcd").mkdir()
     (tmp_path / ".10.0.2.partial-efgh").mkdir()
-    assert script.partial_dirs(tmp_path / "10.0.13") == [tmp_path / ".10.0.13.partial-abcd"]
+    assert roots.partial_dirs(tmp_path / "10.0.13") == [tmp_path / ".10.0.13.partial-abcd"]
 
 
 # -- what a fetch left, when there was one --------------------------------------
@@ -454,7 +459,7 @@ def test_partial_builds_left_by_a_killed_run_are_found(tmp_path: Path) -> None:
 
 def fetched(*labels: str) -> None:
     for label in labels:
-        if script.state(label, cache_dir()) not in ("host", "fetched"):
+        if wrappers.state(label, cache_dir()) not in ("host", "fetched"):
             pytest.skip(f"QEMU {label} is not installed here: run make qemu-versions")
 
 
