@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from migtest.arch import get_profile
-from migtest.errors import LaunchError, QMPError, StateError, WaitTimeout
+from migtest.errors import LaunchError, QMPError, StateError, Unavailable, WaitTimeout
 from migtest.machine import QEMUMachine
+from migtest.versions import LABELS, binary_for, get_version
 from migtest.wait import wait_for
 
 
@@ -187,3 +188,22 @@ def test_memory_is_read_through_a_mapped_dump(x86_binary: str, workdir: Path) ->
         dump = vm.read_memory(0, 1 << 20)
         assert len(dump) == 1 << 20 and dump.readonly
         assert all(path.suffix == ".log" for path in workdir.iterdir()), "a dump file is left"
+
+
+@pytest.mark.parametrize("label", LABELS)
+def test_every_version_gets_a_monitor_it_does_not_call_deprecated(
+    label: str, workdir: Path
+) -> None:
+    """QEMU 11.0 deprecated ``-mon``: those that have ``-object monitor-qmp`` get it."""
+    try:
+        binary = binary_for(label, "x86_64")
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+    with machine(binary, workdir) as vm:
+        vm.launch()
+        assert vm.cmd("query-status")["status"] in ("running", "prelaunch")
+        vm.shutdown()
+        assert "deprecated" not in vm.output, vm.output
+        assert ("monitor-qmp" in " ".join(vm.command_line(3))) is (
+            get_version(label).number >= (11,)
+        )

@@ -83,8 +83,9 @@ _VERSIONED = re.compile(r"-(\d+)\.(\d+)$")
 _ALIAS_OF = re.compile(r"\(alias of ([^\s)]+)\)")
 
 
-#: What the suite asks every binary: its machine types, CPU models, accelerators.
-PROBED_OPTIONS = ("-machine", "-cpu", "-accel")
+#: What the suite asks every binary: its machine types, CPU models,
+#: accelerators and object types.
+PROBED_OPTIONS = ("-machine", "-cpu", "-accel", "-object")
 
 
 def _probe(binary: str) -> None:
@@ -117,6 +118,19 @@ def _help(binary: str, option: str) -> Optional[Tuple[str, ...]]:
     if result.returncode != 0:
         return None
     return tuple(result.stdout.splitlines())
+
+
+def qmp_monitor_option(binary: str, chardev: str) -> List[str]:
+    """The options that put a QMP monitor on ``chardev``, as ``binary`` wants them.
+
+    QEMU 11.0 made monitors objects (``-object monitor-qmp``) and deprecated
+    ``-mon``, which older versions need.  A binary that cannot say which
+    it has gets ``-mon``: its error, if any, names the option.
+    """
+    types = _help(binary, "-object") or ()
+    if any(line.strip() == "monitor-qmp" for line in types):
+        return ["-object", f"monitor-qmp,id=mon-{chardev},chardev={chardev}"]
+    return ["-mon", f"chardev={chardev},mode=control"]
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple, Typ
 
 from .artifacts import console_file, output_file
 from .errors import LaunchError, MigtestError, QMPConnectionLost, StateError, WaitTimeout
+from .host import qmp_monitor_option
 from .qmp import Message, QMPConnection, execute_together
 from .wait import wait_for
 
@@ -248,7 +249,7 @@ class QEMUMachine:
             "-nodefaults",
             "-display", "none",
             "-chardev", f"socket,id=qmp,fd={qmp_fd}",
-            "-mon", "chardev=qmp,mode=control",
+            *qmp_monitor_option(self.binary, "qmp"),
             # Relative to QEMU's working directory, the workdir: a path with a
             # comma in it would end the option.
             "-chardev", f"file,id=console,path={self.console_path.name}",

@@ -21,7 +21,8 @@ from avocado import Test
 from avocado.core.exceptions import TestInterrupt
 
 from .artifacts import METRICS_FILE, PLOT_FILE, TRACE_FILE
-from .errors import QMPError, Unavailable
+from .errors import MigtestError, QMPError, Unavailable
+from .findings import Hit, expected_to_fail, explain
 from .machine import QEMUMachine, end_with_job, stop_all
 from .metrics import summarize
 from .pair import MigrationPair
@@ -40,8 +41,14 @@ TIMEOUT_MARGIN = 5.0
 TRACE_FORMAT = "%(asctime)s %(name)s %(message)s"
 
 
-def _cancel_when_unavailable(method: Callable[..., None]) -> Callable[..., None]:
-    """``method``, with :class:`Unavailable` turned into :meth:`MigrationTest.unavailable`."""
+def _end_as_the_scenario_says(method: Callable[..., None]) -> Callable[..., None]:
+    """``method``, with what is not the test's fault turned into the right status.
+
+    Something missing (:class:`Unavailable`) becomes
+    :meth:`MigrationTest.unavailable`; a failure that a known QEMU finding
+    explains becomes :meth:`MigrationTest.known_finding`; a pass where a
+    finding said no migration could complete is flagged.
+    """
 
     @functools.wraps(method)
     def test(self: MigrationTest, *args: Any, **kwargs: Any) -> None:
@@ -49,6 +56,12 @@ def _cancel_when_unavailable(method: Callable[..., None]) -> Callable[..., None]
             method(self, *args, **kwargs)
         except Unavailable as exc:
             self.unavailable(str(exc), exc.expected)
+        except (MigtestError, AssertionError) as exc:
+            hit = self._finding_behind(exc)
+            if hit is None:
+                raise
+            self.known_finding(hit)
+        self._flag_findings_not_reproduced()
 
     return test
 
@@ -236,12 +249,13 @@ class MigrationTest(Test):
         without something (a binary, an accelerator, a capability, a
         command): the library raises :class:`Unavailable` naming it, the
         binary and its version, and this is the one place that turns it
-        into a CANCEL (or, in strict mode, an ERROR).
+        into a CANCEL (or, in strict mode, an ERROR).  It is also the one
+        place that weighs a failure against the known QEMU findings.
         """
         super().__init_subclass__(**kwargs)
         for name, method in list(vars(cls).items()):
             if name.startswith("test") and callable(method):
-                setattr(cls, name, _cancel_when_unavailable(method))
+                setattr(cls, name, _end_as_the_scenario_says(method))
 
     def unavailable(self, reason: str, expected: bool = True) -> NoReturn:
         """End the test because something it needs is missing.
@@ -254,6 +268,55 @@ class MigrationTest(Test):
             self.error(f"strict mode: {reason}")
         self.cancel(reason)
         raise AssertionError("unreachable: cancel() returned")
+
+    def known_finding(self, hit: Hit) -> NoReturn:
+        """End the test in CANCEL: it failed the way a known QEMU finding says.
+
+        Strict mode too: the finding is precise (architecture, both
+        versions, what QEMU said), so this is not a skip of the test but
+        the test's verdict; the logs stay with the result as for a FAIL.
+        """
+        self.log.error("%s", hit)
+        self.cancel(str(hit))
+        raise AssertionError("unreachable: cancel() returned")
+
+    def _versions(self) -> Optional[Tuple[str, Tuple[int, ...], Tuple[int, ...]]]:
+        """The architecture and both sides' QEMU versions, once the pair started."""
+        pair: Optional[MigrationPair] = getattr(self, "pair", None)
+        if pair is None or not pair.endpoints():
+            return None
+        try:
+            return self.suite.profile.name, pair.src.version, pair.dst.version
+        except MigtestError:  # a side died before anyone asked its version
+            return None
+
+    def _finding_behind(self, failure: BaseException) -> Optional[Hit]:
+        """The known finding that explains ``failure``, from it and what QEMU printed."""
+        where = self._versions()
+        if where is None:
+            return None
+        said = [str(failure)] + [e.machine.output for e in self.pair.endpoints()]
+        return explain(*where, "\n".join(said))
+
+    def _flag_findings_not_reproduced(self) -> None:
+        """Warn when a migration completed where a finding says none can.
+
+        The test passed, and stays passed, but as a WARN: the finding may be
+        fixed in the QEMU under test, and the registry must follow.
+        """
+        where = self._versions()
+        if where is None or "completed" not in self.pair.dst.status_history():
+            return
+        arch, src, dst = where
+        for finding in expected_to_fail(arch, src, dst):
+            self.log.warning(
+                "known QEMU finding %s did not reproduce: a migration from QEMU %s to %s "
+                "on %s completed; if QEMU fixed it, narrow its scope in lib/migtest/findings.py",
+                finding.id,
+                ".".join(map(str, src)),
+                ".".join(map(str, dst)),
+                arch,
+            )
 
     def start_pair(
         self,

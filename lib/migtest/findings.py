@@ -1,0 +1,222 @@
+"""QEMU's known faults: failures this suite traced to QEMU, not to a test.
+
+A suite this strict hits real QEMU bugs that the project cannot fix.  A
+test that hits one must neither go green by weakening its check nor keep
+every run red: it ends in CANCEL naming the finding, with its evidence
+(the logs) kept like any other result's.
+
+A finding matches a failure, never a test: the architecture, both QEMU
+versions and a line QEMU printed or answered must all match, so any other
+failure of the same test, or the same failure elsewhere, still FAILs.  A
+finding recorded as ``always`` is also a claim that no migration in its
+scope completes; a migration that does is flagged (the test ends in WARN),
+so a finding QEMU fixed does not stay in the registry unnoticed.
+
+README.rst ("Findings") tells each one's story; :data:`FINDINGS` is the
+part a test run can check.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from dataclasses import dataclass
+from typing import Callable, FrozenSet, Literal, Optional, Pattern, Sequence, Tuple
+
+#: A QEMU version as ``query-version`` gives it: ``(major, minor, micro)``.
+Version = Tuple[int, ...]
+
+#: What a finding is, as README.rst classifies them.
+Kind = Literal["QEMU bug", "undocumented change", "QEMU or Debian bug"]
+
+_COMPARISONS: Sequence[Tuple[str, Callable[[Version, Version], bool]]] = (
+    (">=", operator.ge),
+    ("<=", operator.le),
+    (">", operator.gt),
+    ("<", operator.lt),
+)
+
+
+def _number(text: str) -> Version:
+    return tuple(int(part) for part in text.split("."))
+
+
+@dataclass(frozen=True)
+class VersionRange:
+    """Which QEMU versions a side of a finding covers.
+
+    Written like ``*`` (any), ``10.0`` (any 10.0.x), ``10.0.2`` (that
+    release), ``>=9.2`` or ``<11.1`` (compared with the version padded
+    with zeros, so ``<11.1`` takes 11.0.9 but not 11.1.0).
+    """
+
+    spec: str
+
+    def __post_init__(self) -> None:
+        try:
+            self.covers((0, 0, 0))
+        except ValueError as exc:
+            raise ValueError(
+                f"invalid QEMU version range {self.spec!r}: accepted '*', a version "
+                "such as '10.0' or '10.0.2', or one after >=, <=, > or <"
+            ) from exc
+
+    def covers(self, version: Version) -> bool:
+        if self.spec == "*":
+            return True
+        for sign, compare in _COMPARISONS:
+            if self.spec.startswith(sign):
+                bound = _number(self.spec[len(sign) :])
+                width = max(len(bound), len(version))
+                pad = (0,) * width
+                return compare((version + pad)[:width], (bound + pad)[:width])
+        prefix = _number(self.spec)
+        return version[: len(prefix)] == prefix
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where a finding shows: a migration from ``src`` to ``dst`` on ``arches``.
+
+    Every finding so far lies between two different versions, so a scope
+    never covers a version migrating to itself.
+    """
+
+    arches: FrozenSet[str]
+    src: VersionRange
+    dst: VersionRange
+
+    def covers(self, arch: str, src: Version, dst: Version) -> bool:
+        return arch in self.arches and src != dst and self.src.covers(src) and self.dst.covers(dst)
+
+
+def scope(arches: str, src: str, dst: str) -> Scope:
+    """A :class:`Scope` from words: ``scope("ppc64", ">=9.2", "<9.2")``."""
+    return Scope(frozenset(arches.split()), VersionRange(src), VersionRange(dst))
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One fault of QEMU's that a test run can run into."""
+
+    #: Short and stable: tests, the job output and README name it.
+    id: str
+    #: What goes wrong, in one line.
+    title: str
+    kind: Kind
+    #: Where it applies; any of them.
+    scopes: Tuple[Scope, ...]
+    #: What QEMU says when it happens: a line of its output or an error
+    #: it answered.  Nothing else identifies the finding.
+    shows: Pattern[str]
+    #: ``always``: no migration in its scope completes (a completed one is
+    #: flagged); ``sometimes``: it was seen, but not every time.
+    reproduces: Literal["always", "sometimes"]
+    #: Where its story is told.
+    reported: str
+
+    def covers(self, arch: str, src: Version, dst: Version) -> bool:
+        return any(s.covers(arch, src, dst) for s in self.scopes)
+
+    def evidence(self, arch: str, src: Version, dst: Version, text: str) -> Optional[str]:
+        """The line of ``text`` that shows this finding, if it applies here at all."""
+        if not self.covers(arch, src, dst):
+            return None
+        match = self.shows.search(text)
+        if match is None:
+            return None
+        start = text.rfind("\n", 0, match.start()) + 1
+        end = text.find("\n", match.end())
+        return text[start : end if end >= 0 else len(text)].strip()
+
+    def describe(self) -> str:
+        """``ppc64-slb-version (QEMU bug): <title>; see <where>``, for messages."""
+        return f"{self.id} ({self.kind}): {self.title}; see {self.reported}"
+
+
+_README = "README.rst, Findings"
+
+FINDINGS: Tuple[Finding, ...] = (
+    Finding(
+        id="ppc64-slb-version",
+        title="QEMU >= 9.2 sends cpu/slb as version 2, which older QEMUs refuse",
+        kind="QEMU bug",
+        scopes=(scope("ppc64", ">=9.2", "<9.2"),),
+        shows=re.compile(r"cpu/slb: incoming version_id \d+ is too new for local version_id \d+"),
+        reproduces="always",
+        reported=_README,
+    ),
+    Finding(
+        id="ppc64-icp-server-10.0.2",
+        title="Debian's QEMU 10.0.2 refuses the XICS presenter state other versions send",
+        kind="QEMU or Debian bug",
+        scopes=(scope("ppc64", "*", "10.0.2"),),
+        shows=re.compile(r"Unknown savevm section or instance 'icp/server' \d+"),
+        reproduces="always",
+        reported=_README,
+    ),
+    Finding(
+        id="aarch64-cpregs",
+        title="an aarch64 CPU's list of system registers changes between QEMU versions",
+        kind="QEMU bug",
+        # 11.1.2 and 11.1.3 migrate to each other; every other pair fails.
+        scopes=(scope("aarch64", "<11.1", "*"), scope("aarch64", "*", "<11.1")),
+        shows=re.compile(
+            r"cpreg_vmstate_array_len"
+            r"|Invalid value \d+ expecting positive value <= \d+"
+            r"|system register 0x[0-9a-f]+ in the incoming stream but unknown on the destination"
+            r"|load of migration failed: Operation not permitted"
+        ),
+        reproduces="always",
+        reported=_README,
+    ),
+    Finding(
+        id="aarch64-vmstate-assert",
+        title="QEMU 10.0 aborts on an assertion loading an aarch64 CPU from 11.1",
+        kind="QEMU bug",
+        scopes=(scope("aarch64", ">=11.1", "10.0"),),
+        shows=re.compile(r"Assertion .first_elem \|\| !n_elems \|\| !size. failed"),
+        reproduces="always",
+        reported=_README,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A finding, and the line that showed it."""
+
+    finding: Finding
+    line: str
+
+    def __str__(self) -> str:
+        return f"known QEMU finding {self.finding.describe()}; it showed as: {self.line}"
+
+
+def explain(
+    arch: str,
+    src: Version,
+    dst: Version,
+    text: str,
+    findings: Optional[Sequence[Finding]] = None,
+) -> Optional[Hit]:
+    """The first finding that ``text`` (a failure and what QEMU printed) shows.
+
+    ``findings`` defaults to :data:`FINDINGS` as it is at the call.
+    """
+    for finding in FINDINGS if findings is None else findings:
+        line = finding.evidence(arch, src, dst, text)
+        if line is not None:
+            return Hit(finding, line)
+    return None
+
+
+def expected_to_fail(
+    arch: str, src: Version, dst: Version, findings: Optional[Sequence[Finding]] = None
+) -> Tuple[Finding, ...]:
+    """The findings that say a migration here cannot complete."""
+    return tuple(
+        f
+        for f in (FINDINGS if findings is None else findings)
+        if f.reproduces == "always" and f.covers(arch, src, dst)
+    )

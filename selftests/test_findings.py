@@ -1,0 +1,185 @@
+"""The registry of known QEMU findings: it matches a failure, never a test.
+
+The unit tests hold each finding against the words QEMU really printed
+(copied from the runs README.rst reports) and against near misses; the
+Avocado runs show, on real QEMU, each way a finding can end a test.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Tuple
+
+import pytest
+from test_strict import run_avocado
+
+from migtest.errors import Unavailable
+from migtest.findings import FINDINGS, Finding, VersionRange, expected_to_fail, explain, scope
+from migtest.versions import LABELS, binary_for
+
+V7_2 = (7, 2, 22)
+V10_0_2 = (10, 0, 2)
+V10_0_13 = (10, 0, 13)
+V11_1_2 = (11, 1, 2)
+V11_1_3 = (11, 1, 3)
+
+# What QEMU printed, word for word, in the runs behind README's findings.
+SLB = "qemu-system-ppc64: error while loading state for instance 0x0 of device 'cpu'\n"
+SLB += "qemu-system-ppc64: cpu/slb: incoming version_id 2 is too new for local version_id 1"
+ICP = "qemu-system-ppc64: Unknown savevm section or instance 'icp/server' 0. Make sure ..."
+CPREG_LEN = "qemu-system-aarch64: Invalid value 275 expecting positive value <= 258"
+CPREG_UNKNOWN = (
+    "qemu-system-aarch64: system register 0x1013c030 in the incoming stream but unknown "
+    "on the destination"
+)
+ASSERTION = (
+    "qemu-system-aarch64: ../../migration/vmstate.c:172: vmstate_load_state: "
+    "Assertion `first_elem || !n_elems || !size' failed."
+)
+
+
+def finding(finding_id: str) -> Finding:
+    (found,) = [f for f in FINDINGS if f.id == finding_id]
+    return found
+
+
+@pytest.mark.parametrize(
+    "spec, version, covered",
+    [
+        ("*", V7_2, True),
+        ("10.0", V10_0_13, True),
+        ("10.0", V11_1_2, False),
+        ("10.0.2", V10_0_2, True),
+        ("10.0.2", V10_0_13, False),
+        (">=9.2", V10_0_2, True),
+        (">=9.2", V7_2, False),
+        ("<11.1", (11, 0, 9), True),
+        ("<11.1", (11, 1, 0), False),
+        ("<=10.0", (10, 0, 0), True),
+        (">11", (11, 0, 1), True),
+        (">11", (11, 0, 0), False),
+    ],
+)
+def test_version_ranges(spec: str, version: Tuple[int, ...], covered: bool) -> None:
+    assert VersionRange(spec).covers(version) is covered
+
+
+def test_a_bad_version_range_names_what_is_accepted() -> None:
+    with pytest.raises(ValueError, match=r"invalid QEMU version range '=>9\.2': accepted '\*'"):
+        VersionRange("=>9.2")
+
+
+def test_a_scope_never_covers_a_version_migrating_to_itself() -> None:
+    anything = scope("x86_64 ppc64", "*", "*")
+    assert anything.covers("ppc64", V7_2, V11_1_3)
+    assert not anything.covers("ppc64", V11_1_3, V11_1_3)
+    assert not anything.covers("s390x", V7_2, V11_1_3)
+
+
+@pytest.mark.parametrize(
+    "arch, src, dst, said, finding_id",
+    [
+        ("ppc64", V11_1_3, V7_2, SLB, "ppc64-slb-version"),
+        ("ppc64", V10_0_13, V10_0_2, ICP, "ppc64-icp-server-10.0.2"),
+        ("ppc64", V7_2, V10_0_2, ICP, "ppc64-icp-server-10.0.2"),
+        ("aarch64", V11_1_3, V7_2, CPREG_LEN, "aarch64-cpregs"),
+        ("aarch64", V7_2, V11_1_3, CPREG_UNKNOWN, "aarch64-cpregs"),
+        ("aarch64", V11_1_2, V10_0_13, ASSERTION, "aarch64-vmstate-assert"),
+    ],
+)
+def test_each_finding_explains_what_qemu_said(
+    arch: str, src: Tuple[int, ...], dst: Tuple[int, ...], said: str, finding_id: str
+) -> None:
+    text = f"the migration failed: src: status failed\n{said}\nmore output"
+    hit = explain(arch, src, dst, text)
+    assert hit is not None and hit.finding.id == finding_id
+    assert hit.line in said.splitlines()
+    assert finding_id in str(hit) and hit.line in str(hit)
+
+
+@pytest.mark.parametrize(
+    "arch, src, dst, said",
+    [
+        # The same words elsewhere: another architecture, other versions.
+        ("x86_64", V11_1_3, V7_2, SLB),
+        ("ppc64", V7_2, V11_1_3, SLB),
+        ("ppc64", V10_0_13, V10_0_13, ICP),
+        ("ppc64", V10_0_2, V10_0_13, ICP),
+        ("aarch64", V11_1_2, V11_1_3, CPREG_UNKNOWN),
+        ("aarch64", V7_2, V10_0_13, ASSERTION),
+        # In scope, but QEMU said something else: not this finding.
+        ("ppc64", V11_1_3, V7_2, "Unable to write to socket: Broken pipe"),
+        ("aarch64", V7_2, V11_1_3, "guest memory differs at 0x4000"),
+    ],
+)
+def test_nothing_else_is_explained(
+    arch: str, src: Tuple[int, ...], dst: Tuple[int, ...], said: str
+) -> None:
+    assert explain(arch, src, dst, said) is None
+
+
+def test_the_pairs_where_no_migration_can_complete() -> None:
+    assert [f.id for f in expected_to_fail("ppc64", V11_1_2, V7_2)] == ["ppc64-slb-version"]
+    assert [f.id for f in expected_to_fail("aarch64", V11_1_3, V10_0_2)] == [
+        "aarch64-cpregs",
+        "aarch64-vmstate-assert",
+    ]
+    assert expected_to_fail("aarch64", V11_1_2, V11_1_3) == ()
+    assert expected_to_fail("x86_64", V7_2, V11_1_3) == ()
+
+
+def test_findings_have_unique_ids_and_say_where_they_are_told() -> None:
+    ids = [f.id for f in FINDINGS]
+    assert len(ids) == len(set(ids))
+    readme = (Path(__file__).parent.parent / "README.rst").read_text()
+    for f in FINDINGS:
+        assert re.fullmatch(r"[a-z0-9.-]+", f.id), f.id
+        assert f"``{f.id}``" in readme, f"README.rst does not tell finding {f.id}"
+
+
+# -- on real QEMU ------------------------------------------------------------------
+
+
+def installed(label: str, arch: str) -> str:
+    try:
+        return binary_for(label, arch)
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+
+
+def test_a_real_finding_ends_the_test_in_cancel_even_in_strict_mode(tmp_path: Path) -> None:
+    """ppc64 from the newest QEMU to 7.2: QEMU's cpu/slb bug, named."""
+    oldest, newest = LABELS[0], LABELS[-1]
+    installed(oldest, "ppc64"), installed(newest, "ppc64")
+    result = run_avocado(
+        tmp_path, "tests/migration/precopy.py:Precopy.test_unix",
+        "-p", "arch=ppc64", "-p", "accel=tcg",
+        "-p", f"qemu_version_src={newest}", "-p", f"qemu_version_dst={oldest}", strict=True,
+    )  # fmt: skip
+    (test,) = result["tests"]
+    assert test["status"] == "CANCEL", test["fail_reason"]
+    assert "known QEMU finding ppc64-slb-version (QEMU bug)" in test["fail_reason"]
+    assert "is too new for local version_id" in test["fail_reason"]
+    assert result["exit_code"] == 0
+
+
+def test_made_up_findings_pass_flag_cancel_or_fail(tmp_path: Path) -> None:
+    oldest, newest = LABELS[0], LABELS[-1]
+    installed(oldest, "x86_64"), installed(newest, "x86_64")
+    result = run_avocado(
+        tmp_path, "selftests/avocado/made_up_findings.py",
+        "-p", "arch=x86_64", "-p", "accel=tcg",
+        "-p", f"qemu_version_src={oldest}", "-p", f"qemu_version_dst={newest}", strict=True,
+    )  # fmt: skip
+    tests = {t["name"].split(".")[-1]: t for t in result["tests"]}
+    completes = tests["test_completes"]
+    assert completes["status"] == "WARN"
+    log = Path(completes["logfile"]).read_text()
+    assert "known QEMU finding made-up-never-completes did not reproduce" in log
+    killed = tests["test_destination_killed"]
+    assert killed["status"] == "CANCEL", killed["fail_reason"]
+    assert "known QEMU finding made-up-killed-destination" in killed["fail_reason"]
+    unexplained = tests["test_unexplained_failure"]
+    assert unexplained["status"] == "FAIL"
+    assert unexplained["fail_reason"] == "a failure no finding explains"
