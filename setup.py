@@ -30,7 +30,12 @@ setup(
         # Avocado's own HTML report, next to ours in every job directory.
         "avocado-framework-plugin-result-html>=113,<114",
     ],
-    entry_points={"console_scripts": ["migtest-report = migtest.report.jobpage:main"]},
+    entry_points={
+        "console_scripts": [
+            "migtest-report = migtest.report.jobpage:main",
+            "migtest-versions-grid = migtest.report.versions_grid:main",
+        ]
+    },
     extras_require={
         # What `make check` needs on top: tests, formatter/linter, type checker,
         # and what the packaging self-test builds a plain install with.

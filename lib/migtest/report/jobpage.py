@@ -184,7 +184,7 @@ def load_job(directory: Path) -> Job:
         elapsed=results.get("time"),
         totals={status: int(results.get(key, 0)) for status, key in TOTALS},
         runs=runs,
-        columns=_columns(runs, _variant_params(directory)),
+        columns=_columns(runs, variant_params(directory)),
     )
 
 
@@ -240,7 +240,7 @@ def _test_run(directory: Path, entry: Mapping[str, Any]) -> TestRun:
     )
 
 
-def _variant_params(directory: Path) -> Dict[Optional[str], Dict[str, str]]:
+def variant_params(directory: Path) -> Dict[Optional[str], Dict[str, str]]:
     """The ``arch`` and ``accel`` each variant sets, over the ``-p`` ones.
 
     Avocado keeps no parameters in results.json, but the variants it ran in
