@@ -59,6 +59,9 @@ def finding(finding_id: str) -> Finding:
         ("<=10.0", (10, 0, 0), True),
         (">11", (11, 0, 1), True),
         (">11", (11, 0, 0), False),
+        (">=9.2 <10.0.5", V10_0_2, True),
+        (">=9.2 <10.0.5", V10_0_13, False),
+        (">=9.2 <10.0.5", V7_2, False),
     ],
 )
 def test_version_ranges(spec: str, version: Tuple[int, ...], covered: bool) -> None:
@@ -66,8 +69,9 @@ def test_version_ranges(spec: str, version: Tuple[int, ...], covered: bool) -> N
 
 
 def test_a_bad_version_range_names_what_is_accepted() -> None:
-    with pytest.raises(ValueError, match=r"invalid QEMU version range '=>9\.2': accepted '\*'"):
-        VersionRange("=>9.2")
+    for bad in ("=>9.2", "", ">=9.2 x"):
+        with pytest.raises(ValueError, match=rf"invalid QEMU version range '{bad}': accepted"):
+            VersionRange(bad)
 
 
 def test_a_scope_never_covers_a_version_migrating_to_itself() -> None:
@@ -106,6 +110,7 @@ def test_each_finding_explains_what_qemu_said(
         ("ppc64", V7_2, V11_1_3, SLB),
         ("ppc64", V10_0_13, V10_0_13, ICP),
         ("ppc64", V10_0_2, V10_0_13, ICP),
+        ("ppc64", (9, 2, 0), V10_0_2, ICP),
         ("aarch64", V11_1_2, V11_1_3, CPREG_UNKNOWN),
         ("aarch64", V7_2, V10_0_13, ASSERTION),
         # In scope, but QEMU said something else: not this finding.
