@@ -20,7 +20,13 @@ SUITE    = $(AVOCADO) --config avocado.conf run --job-results-dir $(RESULTS) tes
 STAMP    = $(VENV)/.installed
 TOOLCHAINS = binutils-aarch64-linux-gnu binutils-s390x-linux-gnu binutils-powerpc64-linux-gnu
 
-.PHONY: run check selftests lint qemu qemu-versions toolchains guests venv clean
+# What `make check` runs across QEMU versions (scripts/versions-matrix):
+# every version Debian ships with itself (but the host's, which the suite
+# above runs, KVM included), and these pairs both ways: Debian 12 -> 13
+# and 13 -> its backports.  `make versions-matrix` runs every pair.
+CHECK_PAIRS ?= 7.2-to-10.0.13 10.0.13-to-7.2 10.0.13-to-11.1.3 11.1.3-to-10.0.13
+
+.PHONY: run check suite-strict versions-strict versions-matrix selftests lint qemu qemu-versions toolchains guests venv clean
 
 # The report is written whether the suite passed or not; the suite's
 # verdict is make's.
@@ -29,8 +35,22 @@ run: venv qemu
 	$(SUITE); status=$$?; \
 	if [ -e $(RESULTS)/latest ]; then $(VENV)/bin/migtest-report $(RESULTS)/latest; fi; exit $$status
 
-check: venv qemu toolchains selftests lint
+# The fetch of QEMU versions waits on the network while the suite keeps
+# the cores busy: they run side by side.  The self-tests need the versions.
+check: venv qemu toolchains
+	$(MAKE) --no-print-directory -j2 --output-sync=target qemu-versions suite-strict
+	$(MAKE) --no-print-directory selftests lint versions-strict
+
+suite-strict: venv qemu
 	MIGTEST_STRICT=1 $(SUITE)
+
+versions-strict: venv qemu-versions
+	MIGTEST_STRICT=1 $(VENV)/bin/python scripts/versions-matrix --skip-host \
+	  --results $(RESULTS) --pairs $(CHECK_PAIRS)
+
+# Every version with itself, and every pair of versions: README's grid.
+versions-matrix: venv qemu-versions
+	$(VENV)/bin/python scripts/versions-matrix --results $(RESULTS)
 
 selftests: venv qemu
 	$(VENV)/bin/python -m pytest -q selftests

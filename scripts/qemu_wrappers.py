@@ -242,14 +242,23 @@ def host_binaries(version: QemuVersion) -> Dict[str, str]:
 
 
 def link_host(version: QemuVersion, target: Path, binaries: Mapping[str, str]) -> None:
-    """Make ``target`` the version's directory with links to the host's emulators."""
+    """Make ``target`` the version's directory with links to the host's emulators.
+
+    Links that are right already stay: a rerun must not pull the binaries
+    away from a job that runs them meanwhile.
+    """
+    wanted = {PROFILES[arch].binary: binary for arch, binary in binaries.items()}
+    bin_dir = target / "bin"
+    entries = list(bin_dir.iterdir()) if bin_dir.is_dir() else []
+    present = {p.name: os.readlink(p) if p.is_symlink() else None for p in entries}
 
     def build(building: Path) -> None:
         (building / "bin").mkdir()
-        for arch, binary in binaries.items():
-            (building / "bin" / PROFILES[arch].binary).symlink_to(binary)
+        for name, binary in wanted.items():
+            (building / "bin" / name).symlink_to(binary)
 
-    build_atomically(target, build)
+    if present != wanted:
+        build_atomically(target, build)
     missing = [PROFILES[arch].binary for arch in ARCHES if arch not in binaries]
     print(f"QEMU {version.label}: the host's, linked in {target / 'bin'}")
     if missing:

@@ -472,3 +472,16 @@ def test_fetched_versions_share_a_machine_type_across_versions() -> None:
     )
     assert params.machine_type == "pc-i440fx-7.2"
     assert params.qemu_bin_src == binary_for(newest, "x86_64")
+
+
+def test_linking_the_host_again_leaves_right_links_alone(tmp_path: Path) -> None:
+    """A rerun must not pull the binaries from under a job that runs them."""
+    version = VERSIONS[LABELS[0]]
+    target = tmp_path / version.label
+    wrappers.link_host(version, target, {"x86_64": "/bin/true"})
+    first = (target / "bin").stat().st_ino
+    wrappers.link_host(version, target, {"x86_64": "/bin/true"})
+    assert (target / "bin").stat().st_ino == first
+    wrappers.link_host(version, target, {"x86_64": "/bin/false"})
+    assert os.readlink(target / "bin" / "qemu-system-x86_64") == "/bin/false"
+    assert (target / "bin").stat().st_ino != first
