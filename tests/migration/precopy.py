@@ -34,7 +34,7 @@ class Precopy(MigrationTest):
     def test_unix(self) -> None:
         """Precopy over a unix socket.
 
-        :avocado: tags=unix
+        :avocado: tags=seed,unix
         """
         self.live_precopy("unix")
 
@@ -48,7 +48,7 @@ class Precopy(MigrationTest):
     def test_tcp(self) -> None:
         """Precopy over TCP on the loopback address.
 
-        :avocado: tags=tcp
+        :avocado: tags=seed,tcp
         """
         self.live_precopy("tcp")
 
@@ -58,7 +58,7 @@ class Precopy(MigrationTest):
         Once the migration is done, neither QEMU may keep the descriptor
         under its name: closefd must fail on both sides.
 
-        :avocado: tags=fd
+        :avocado: tags=seed,fd
         """
         name = self.live_precopy("fd").label
         for side in (self.pair.src, self.pair.dst):
