@@ -32,6 +32,11 @@ CPREG_LEN = (
     "qemu-system-aarch64: Invalid value 275 expecting positive value <= 258\n"
     "qemu-system-aarch64: Failed to load cpu:cpreg_vmstate_array_len"
 )
+CPREG_EPERM_POSTCOPY = (
+    "qemu-system-aarch64: error while loading state for instance 0x0 of device 'cpu'\n"
+    "qemu-system-aarch64: postcopy_ram_listen_thread: loadvm failed: -1\n"
+    "qemu-system-aarch64: load of migration failed: Operation not permitted"
+)
 CPREG_EPERM = (
     "qemu-system-aarch64: error while loading state for instance 0x0 of device 'cpu'\n"
     "qemu-system-aarch64: load of migration failed: Operation not permitted"
@@ -97,6 +102,7 @@ def test_a_scope_never_covers_a_version_migrating_to_itself() -> None:
         ("aarch64", V11_1_3, V7_2, CPREG_LEN, "aarch64-cpregs"),
         ("aarch64", V7_2, V11_1_3, CPREG_UNKNOWN, "aarch64-cpregs"),
         ("aarch64", V7_2, V10_0_13, CPREG_EPERM, "aarch64-cpregs"),
+        ("aarch64", V10_0_2, V10_0_13, CPREG_EPERM_POSTCOPY, "aarch64-cpregs"),
         ("aarch64", V11_1_2, V10_0_13, ASSERTION, "aarch64-vmstate-assert"),
     ],
 )

@@ -181,8 +181,10 @@ FINDINGS: Tuple[Finding, ...] = (
             r"Failed to load cpu:cpreg_vmstate_array_len"
             r"|system register 0x[0-9a-f]+ in the incoming stream but unknown on the destination"
             r"|post load hook failed for: cpu,"
-            # 10.0 refusing a register 7.2 sends: the CPU's post_load fails (EPERM).
-            r"|of device 'cpu'\n[^\n]*load of migration failed: Operation not permitted"
+            # 10.0 refusing a register 7.2 sends: the CPU's post_load fails
+            # (EPERM); in postcopy the listen thread says so in between.
+            r"|of device 'cpu'\n(?:[^\n]*loadvm failed: -1\n)?"
+            r"[^\n]*load of migration failed: Operation not permitted"
         ),
         reproduces="always",
         reported=_README,
