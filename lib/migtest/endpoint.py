@@ -126,6 +126,43 @@ class Endpoint:
             enum.get("values", [])
         )
 
+    def argument_values(self, command: str, argument: str) -> FrozenSet[str]:
+        """The values an enum argument of ``command`` takes in this QEMU.
+
+        A build option can take a value away (``multifd-compression`` has
+        ``zstd`` only where QEMU was built with libzstd): the schema says
+        what this binary has.  Empty when the argument is no enum.
+        """
+        schema = self._schema()
+        arguments = schema.get(schema.get(command, {}).get("arg-type", ""), {})
+        types = [m["type"] for m in arguments.get("members", []) if m["name"] == argument]
+        enum = schema.get(types[0], {}) if types else {}
+        return frozenset(m["name"] for m in enum.get("members", [])) or frozenset(
+            enum.get("values", [])
+        )
+
+    def require_argument_value(self, command: str, argument: str, value: str) -> None:
+        """:raise Unavailable: ``argument`` of ``command`` does not take ``value`` here."""
+        self.require_arguments(command, [argument])
+        values = self.argument_values(command, argument)
+        if value not in values:
+            raise Unavailable(
+                f"{self.describe()}: '{argument}' does not take {value!r} "
+                f"(it takes {', '.join(sorted(values))}): not built in",
+                expected=False,
+            )
+
+    def require_version_for(self, feature: str) -> None:
+        """:raise Unavailable: ``feature`` (of :data:`~migtest.qapi.ADDED_IN`) is newer.
+
+        Only for what the schema cannot show: a combination of capabilities
+        that a QEMU accepts before it works.
+        """
+        if not expected_in(feature, self.version[:2]):
+            raise Unavailable(
+                f"{self.describe()}: lacks {feature}{lifetime(feature)}", expected=False
+            )
+
     def require_arguments(self, command: str, names: Iterable[str]) -> None:
         """:raise Unavailable: QMP ``command`` lacks one of the arguments ``names`` here."""
         missing = sorted(set(names) - self.command_arguments(command))

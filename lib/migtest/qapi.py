@@ -45,6 +45,10 @@ ADDED_IN: Dict[str, Tuple[int, int]] = {
     "direct-io": (9, 1),
     "multifd-qatzip-level": (9, 2),
     "cpr-exec-command": (10, 2),
+    # Combinations QEMU's schema cannot show.  Postcopy with multifd: 8.x to
+    # 10.0 refuse it ("Postcopy is not yet compatible with multifd"); 7.2
+    # accepts it, then aborts or hangs (README, Findings).
+    "postcopy-ram+multifd": (10, 1),
 }
 REMOVED_IN: Dict[str, Tuple[int, int]] = {
     "compress": (9, 1),
