@@ -15,6 +15,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from test_strict import run_avocado
 
 from migtest.errors import ConfigError, QMPError
 from migtest.machine import QEMUMachine
@@ -316,3 +317,16 @@ def test_qemu_accepts_the_credentials_and_refuses_a_dir_without_ca(
     for arguments in accepted:
         assert objects.get(arguments["id"]) == f"child<{arguments['qom-type']}>"
     assert "no-ca" not in objects and "foreign" not in objects
+
+
+def test_a_refusal_check_fails_when_qemu_lets_the_migration_through(tmp_path: Path) -> None:
+    """What a QEMU accepting a wrong key or host would look like: FAIL, not PASS."""
+    result = run_avocado(
+        tmp_path, "selftests/avocado/tls_misbehaving.py", "-p", "arch=x86_64", "-p", "accel=tcg",
+        strict=True,
+    )  # fmt: skip
+    statuses = {t["name"].split(".")[-1]: (t["status"], t["fail_reason"]) for t in result["tests"]}
+    for test in ("test_psk_mismatch", "test_x509_mismatch_host"):
+        status, reason = statuses[test]
+        assert status == "FAIL", (test, status, reason)
+        assert "completed" in reason, reason

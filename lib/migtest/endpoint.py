@@ -39,6 +39,7 @@ from .qapi import (
     target_arguments,
 )
 from .status import SWITCHING_OVER, UNSUCCESSFUL, Status
+from .tls import TlsCredsArguments
 from .wait import wait_for
 
 #: Seconds a migration status may take to be reached (QEMU's own tests cap
@@ -229,6 +230,32 @@ class Endpoint:
             raise CheckFailure(
                 f"{self.name}: parameters set to {dict(wanted)} but read back {wrong}"
             )
+
+    def add_tls_credentials(self, arguments: TlsCredsArguments) -> None:
+        """Create TLS credentials (``object-add``) for the ``tls-creds`` parameter.
+
+        QEMU reads and checks the credentials' files now: a refusal here
+        is QEMU judging them, a QMPError naming the file.
+
+        :raise Unavailable: this QEMU has no such credentials type.
+        """
+        kind = arguments["qom-type"]
+        types = {t["name"] for t in self.machine.cmd("qom-list-types", implements="tls-creds")}
+        if kind not in types:
+            raise Unavailable(f"{self.describe()}: lacks the object type {kind}", expected=False)
+        self.machine.cmd("object-add", **arguments)
+
+    def wait_for_exit(self, timeout: float = STATUS_TIMEOUT) -> int:
+        """Wait until this side's QEMU exits on its own; return its exit code."""
+
+        def check() -> Tuple[bool, Optional[int]]:
+            code = self.machine.exitcode
+            return code is not None, code
+
+        what = f"{self.name}'s QEMU to exit (its exit code: None while it runs)"
+        code = wait_for(check, what=what, timeout=timeout)
+        assert code is not None
+        return code
 
     def parameters(self) -> MigrationParameters:
         """The current migration parameters (``query-migrate-parameters``)."""

@@ -1,0 +1,134 @@
+"""TLS on the migration stream, with credentials each test makes for itself."""
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+from migtest.test import MigrationTest
+from migtest.tls import (
+    CertificateAuthority,
+    TlsCredsArguments,
+    psk_arguments,
+    write_psk,
+    x509_arguments,
+)
+
+
+class Tls(MigrationTest):
+    """Migration over TLS: it completes with matching credentials, and is refused without.
+
+    A refused migration must end the way QEMU's own tests say: the source
+    in ``failed`` with the TLS error, its guest running on; the destination
+    either still waiting (a failed handshake leaves it listening) or gone
+    with an error (a certificate it rejects ends it), never ``completed``.
+
+    :avocado: enable
+    :avocado: tags=migration,tls,tcp
+    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
+    """
+
+    def credentials(self, name: str) -> Path:
+        """A directory of the test's own for one side's credentials."""
+        return Path(self.workdir) / f"tls-{name}"
+
+    def tls_pair(
+        self, src: TlsCredsArguments, dst: TlsCredsArguments, hostname: Optional[str] = None
+    ) -> None:
+        """A pair whose migration runs over TLS with ``src``'s and ``dst``'s credentials."""
+        pair = self.start_pair()
+        pair.dst.add_tls_credentials(dst)
+        pair.src.add_tls_credentials(src)
+        pair.set_parameters({"tls-creds": src["id"]})
+        if hostname is not None:
+            pair.src.set_parameters({"tls-hostname": hostname})
+
+    def migrate_over_tls(self, channel: str = "tcp") -> None:
+        """Live precopy, held back for two syncs, then verified byte for byte."""
+        pair = self.pair
+        pair.prevent_convergence()
+        pair.migrate(channel)
+        pair.src.wait_for_dirty_sync(2)
+        pair.allow_convergence()
+        pair.wait_for_completion()
+        self.verify_migration()
+
+    def migration_refused(self, reason: str, *, dst_exits: bool) -> None:
+        """The migration fails on the source for ``reason``, as QEMU promises.
+
+        :param dst_exits: whether the destination ends with an error (a
+            certificate it rejects), rather than waiting on.
+        """
+        pair = self.pair
+        pair.allow_convergence()
+        pair.migrate("tcp")
+        info = pair.src.wait_for_status("failed", fail_on=("completed",))
+        self.assertIn(reason, info.get("error-desc", ""), "the source's error names the cause")
+        self.assert_guest_runs(pair.src.machine)
+        if dst_exits:
+            self.assertNotEqual(pair.dst.wait_for_exit(), 0, "the destination exits with an error")
+        else:
+            self.assertTrue(pair.dst.machine.is_running(), "the destination waits on")
+            self.assertNotIn("completed", pair.dst.status_history())
+
+    # -- PSK --------------------------------------------------------------------
+
+    def psk_pair(self, src_key: Optional[bytes] = None) -> None:
+        """PSK credentials; the source's key is the destination's unless ``src_key``."""
+        key = write_psk(self.credentials("dst"))
+        write_psk(self.credentials("src"), key if src_key is None else src_key)
+        self.tls_pair(
+            psk_arguments("client", self.credentials("src")),
+            psk_arguments("server", self.credentials("dst")),
+        )
+
+    def test_psk_match(self) -> None:
+        """Both sides hold the same pre-shared key: the migration completes."""
+        self.psk_pair()
+        self.migrate_over_tls()
+
+    def test_psk_over_unix(self) -> None:
+        """The same over a unix socket: PSK needs no hostname."""
+        self.psk_pair()
+        self.migrate_over_tls("unix")
+
+    def test_psk_mismatch(self) -> None:
+        """The source's key is not the destination's: the handshake fails."""
+        self.psk_pair(src_key=b"\x00" * 32)
+        self.migration_refused("TLS handshake failed", dst_exits=False)
+
+    def test_no_tls(self) -> None:
+        """tls-creds set back to empty: a plain migration, credentials unused."""
+        self.psk_pair()
+        self.pair.set_parameters({"tls-creds": ""})
+        self.migrate_over_tls()
+
+    # -- x509 -------------------------------------------------------------------
+
+    def x509_pair(
+        self,
+        server_names: Sequence[str] = ("localhost", "127.0.0.1"),
+        hostname: Optional[str] = None,
+    ) -> None:
+        """x509 credentials of one CA; the server's certificate names ``server_names``."""
+        ca = CertificateAuthority()
+        ca.issue_server(self.credentials("dst"), server_names)
+        ca.issue_client(self.credentials("src"))
+        self.tls_pair(
+            x509_arguments("client", self.credentials("src")),
+            x509_arguments("server", self.credentials("dst")),
+            hostname,
+        )
+
+    def test_x509_default_host(self) -> None:
+        """The server's certificate names 127.0.0.1, the address the source dials."""
+        self.x509_pair()
+        self.migrate_over_tls()
+
+    def test_x509_override_host(self) -> None:
+        """tls-hostname names the server instead of the address dialled."""
+        self.x509_pair(("qemu.example.org",), hostname="qemu.example.org")
+        self.migrate_over_tls()
+
+    def test_x509_mismatch_host(self) -> None:
+        """The certificate names another host: the source refuses the server."""
+        self.x509_pair(("qemu.example.org",), hostname="other.example.org")
+        self.migration_refused("does not match the hostname", dst_exits=True)
