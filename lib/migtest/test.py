@@ -343,14 +343,19 @@ class MigrationTest(Test):
 
         QEMU checks userfaultfd when the destination's capability is set,
         which makes its answer the most reliable test of host support.
-        A QEMU that refuses postcopy with one of ``more`` (older ones with
-        multifd) lacks that combination: a CANCEL quoting it.
+        A QEMU that refuses postcopy with one of ``more`` lacks that
+        combination: a CANCEL quoting it.  So does one older than the
+        version that made postcopy work with multifd (7.2 accepts both,
+        then aborts or hangs: README, Findings).
 
         :raise Unavailable: a capability is missing, the host refuses
             userfaultfd, or QEMU the combination.
         """
         capabilities: Dict[Capability, bool] = {"postcopy-ram": True, **dict.fromkeys(more, True)}
         self.pair.require_capabilities(*capabilities)
+        if "multifd" in more:
+            for side in (self.pair.src, self.pair.dst):
+                side.require_version_for("postcopy-ram+multifd")
         for side in (self.pair.dst, self.pair.src):
             try:
                 side.set_capabilities(capabilities)

@@ -123,8 +123,6 @@ class Multifd(MigrationTest):
 
     def multifd_postcopy(self, *more: Capability) -> None:
         pair = self.start_pair(dst_paused=False)
-        for side in (pair.src, pair.dst):
-            side.require_version_for("postcopy-ram+multifd")
         self.enable_postcopy("multifd", *more)
         pair.set_parameters({"multifd-channels": 4})
         pair.prevent_convergence()
