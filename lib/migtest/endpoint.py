@@ -235,27 +235,15 @@ class Endpoint:
         """Create TLS credentials (``object-add``) for the ``tls-creds`` parameter.
 
         QEMU reads and checks the credentials' files now: a refusal here
-        is QEMU judging them, a QMPError naming the file.
+        is QEMU judging them, a QMPError naming the file.  Whether the type
+        exists is asked of the schema, not of ``qom-list-types``: that
+        loads every module, and a QEMU run from a fetched root may find the
+        host's, of another build, and abort.
 
         :raise Unavailable: this QEMU has no such credentials type.
         """
-        kind = arguments["qom-type"]
-        types = {t["name"] for t in self.machine.cmd("qom-list-types", implements="tls-creds")}
-        if kind not in types:
-            raise Unavailable(f"{self.describe()}: lacks the object type {kind}", expected=False)
+        self.require_argument_value("object-add", "qom-type", arguments["qom-type"])
         self.machine.cmd("object-add", **arguments)
-
-    def wait_for_exit(self, timeout: float = STATUS_TIMEOUT) -> int:
-        """Wait until this side's QEMU exits on its own; return its exit code."""
-
-        def check() -> Tuple[bool, Optional[int]]:
-            code = self.machine.exitcode
-            return code is not None, code
-
-        what = f"{self.name}'s QEMU to exit (its exit code: None while it runs)"
-        code = wait_for(check, what=what, timeout=timeout)
-        assert code is not None
-        return code
 
     def parameters(self) -> MigrationParameters:
         """The current migration parameters (``query-migrate-parameters``)."""

@@ -180,6 +180,19 @@ class CertificateAuthority:
         self._write(directory, "client", name, extensions, also_trust)
         return directory
 
+    def write_trust(self, directory: Path) -> Path:
+        """Write only this CA's certificate: a client with no certificate of its own.
+
+        Such a client checks the server but shows none itself, which a
+        server that verifies its peers must refuse, and one that does not
+        accepts (QEMU's "anonymous client", not the ``tls-creds-anon`` kind).
+
+        :return: ``directory``, for :func:`x509_arguments`.
+        """
+        _private_directory(directory)
+        (directory / CA_CERT).write_bytes(_pem(self.certificate))
+        return directory
+
     def _write(
         self,
         directory: Path,

@@ -11,6 +11,7 @@ from migtest.tls import (
     write_psk,
     x509_arguments,
 )
+from migtest.verify import RUN_TIMEOUT
 
 
 class Tls(MigrationTest):
@@ -51,23 +52,30 @@ class Tls(MigrationTest):
         pair.wait_for_completion()
         self.verify_migration()
 
-    def migration_refused(self, reason: str, *, dst_exits: bool) -> None:
-        """The migration fails on the source for ``reason``, as QEMU promises.
+    def migration_refused(
+        self, *, src_says: str = "", dst_says: str = "", dst_exits: bool = False
+    ) -> None:
+        """The migration is refused as QEMU promises: the source fails and runs on.
 
-        :param dst_exits: whether the destination ends with an error (a
-            certificate it rejects), rather than waiting on.
+        :param src_says: what the source's ``error-desc`` must say.
+        :param dst_says: what the destination must have printed: why.
+        :param dst_exits: whether the destination must exit with an error
+            (a server the client left mid-handshake); otherwise it must
+            wait on, its migration not completed.
         """
         pair = self.pair
         pair.allow_convergence()
         pair.migrate("tcp")
         info = pair.src.wait_for_status("failed", fail_on=("completed",))
-        self.assertIn(reason, info.get("error-desc", ""), "the source's error names the cause")
+        self.assertIn(src_says, info.get("error-desc", ""), "the source's error names the cause")
         self.assert_guest_runs(pair.src.machine)
         if dst_exits:
-            self.assertNotEqual(pair.dst.wait_for_exit(), 0, "the destination exits with an error")
+            code = pair.dst.machine.wait_for_exit(timeout=RUN_TIMEOUT)
+            self.assertNotEqual(code, 0, "the destination exits with an error")
         else:
             self.assertTrue(pair.dst.machine.is_running(), "the destination waits on")
             self.assertNotIn("completed", pair.dst.status_history())
+        self.assertIn(dst_says, pair.dst.machine.output, "the destination names the cause")
 
     # -- PSK --------------------------------------------------------------------
 
@@ -93,7 +101,7 @@ class Tls(MigrationTest):
     def test_psk_mismatch(self) -> None:
         """The source's key is not the destination's: the handshake fails."""
         self.psk_pair(src_key=b"\x00" * 32)
-        self.migration_refused("TLS handshake failed", dst_exits=False)
+        self.migration_refused(src_says="TLS handshake failed")
 
     def test_no_tls(self) -> None:
         """tls-creds set back to empty: a plain migration, credentials unused."""
@@ -128,7 +136,38 @@ class Tls(MigrationTest):
         self.x509_pair(("qemu.example.org",), hostname="qemu.example.org")
         self.migrate_over_tls()
 
+    def test_x509_hostile_client(self) -> None:
+        """The client's certificate is of another CA (of the same name): refused."""
+        ca, hostile = CertificateAuthority(), CertificateAuthority(CertificateAuthority().name)
+        ca.issue_server(self.credentials("dst"))
+        hostile.issue_client(self.credentials("src"), also_trust=[ca])
+        self.tls_pair(
+            x509_arguments("client", self.credentials("src")),
+            x509_arguments("server", self.credentials("dst")),
+        )
+        self.migration_refused(dst_says="The certificate hasn't got a known issuer")
+
+    def anonymous_client_pair(self, server_verifies: bool) -> None:
+        """A client with the CA's certificate only, none of its own."""
+        ca = CertificateAuthority()
+        ca.issue_server(self.credentials("dst"))
+        ca.write_trust(self.credentials("src"))
+        self.tls_pair(
+            x509_arguments("client", self.credentials("src")),
+            x509_arguments("server", self.credentials("dst"), verify_peer=server_verifies),
+        )
+
+    def test_x509_reject_anon_client(self) -> None:
+        """A client without a certificate, a server that verifies clients: refused."""
+        self.anonymous_client_pair(server_verifies=True)
+        self.migration_refused(dst_says="No certificate was found")
+
+    def test_x509_allow_anon_client(self) -> None:
+        """A client without a certificate, a server that does not ask: completes."""
+        self.anonymous_client_pair(server_verifies=False)
+        self.migrate_over_tls()
+
     def test_x509_mismatch_host(self) -> None:
         """The certificate names another host: the source refuses the server."""
         self.x509_pair(("qemu.example.org",), hostname="other.example.org")
-        self.migration_refused("does not match the hostname", dst_exits=True)
+        self.migration_refused(src_says="does not match the hostname", dst_exits=True)
