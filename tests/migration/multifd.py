@@ -4,6 +4,7 @@ from typing import Dict, Optional, Union
 
 from migtest.checks import check_multifd_used, check_zero_pages
 from migtest.qapi import Capability, MigrationInfo, MigrationParameters
+from migtest.scenarios import live_precopy, postcopy
 from migtest.test import MigrationTest
 from migtest.transport import Channel, TcpChannel
 
@@ -42,11 +43,7 @@ class Multifd(MigrationTest):
         pair.set_parameters({"multifd-channels": 4, "multifd-compression": compression})
         if parameters:
             pair.set_parameters(parameters)
-        pair.prevent_convergence()
-        pair.migrate(channel)
-        pair.src.wait_for_dirty_sync(2)
-        pair.allow_convergence()
-        final = pair.wait_for_completion()
+        final = live_precopy(pair, channel)
         check_multifd_used(final["ram"], "compressed" if compression != "none" else "all")
         self.verify_migration()
         return final
@@ -125,11 +122,6 @@ class Multifd(MigrationTest):
         pair = self.start_pair(dst_paused=False)
         self.enable_postcopy("multifd", *more)
         pair.set_parameters({"multifd-channels": 4})
-        pair.prevent_convergence()
-        pair.migrate("tcp")
-        pair.src.wait_for_dirty_sync(2)
-        pair.start_postcopy()
-        pair.wait_for_switchover()
-        final = pair.wait_for_completion()
+        final = postcopy(pair, "tcp")
         check_multifd_used(final["ram"], "some")
         self.verify_migration()
