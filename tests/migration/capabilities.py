@@ -13,7 +13,7 @@ class Xbzrle(MigrationTest):
     """XBZRLE: pages sent again are encoded as deltas against a cache.
 
     :avocado: enable
-    :avocado: tags=migration,precopy,xbzrle,unix
+    :avocado: tags=migration,seed,precopy,xbzrle,unix
     :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
     """
 
@@ -39,7 +39,7 @@ class IgnoreShared(MigrationTest):
     completes as soon as the device state is across.
 
     :avocado: enable
-    :avocado: tags=migration,precopy,ignore-shared,unix
+    :avocado: tags=migration,seed,precopy,ignore-shared,unix
     :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
     """
 
@@ -67,7 +67,7 @@ class AutoConverge(MigrationTest):
     30 s limit, the same check could not fail, so it is not made.
 
     :avocado: enable
-    :avocado: tags=migration,precopy,auto-converge,unix
+    :avocado: tags=migration,seed,precopy,auto-converge,unix
     :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
     """
 

@@ -25,7 +25,7 @@ class DeprecatedCommands(MigrationTest):
     must set the same value.  Runs on ``-machine none``: no guest needed.
 
     :avocado: enable
-    :avocado: tags=migration,qmp
+    :avocado: tags=migration,seed,qmp
     :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
     """
 

@@ -12,7 +12,7 @@ class BadDestination(MigrationTest):
     keep running: a failed migration may never cost the guest.
 
     :avocado: enable
-    :avocado: tags=migration,failure,tcp
+    :avocado: tags=migration,seed,failure,tcp
     :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
     """
 

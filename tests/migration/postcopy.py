@@ -16,7 +16,7 @@ class Postcopy(MigrationTest):
     Cancelled when the host does not allow userfaultfd.
 
     :avocado: enable
-    :avocado: tags=migration,postcopy,unix
+    :avocado: tags=migration,seed,postcopy,unix
     :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
     """
 

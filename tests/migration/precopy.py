@@ -31,7 +31,7 @@ class Precopy(MigrationTest):
     def test_unix(self) -> None:
         """Precopy over a unix socket.
 
-        :avocado: tags=unix
+        :avocado: tags=seed,unix
         """
         self.live_precopy("unix")
 
@@ -45,7 +45,7 @@ class Precopy(MigrationTest):
     def test_tcp(self) -> None:
         """Precopy over TCP on the loopback address.
 
-        :avocado: tags=tcp
+        :avocado: tags=seed,tcp
         """
         self.live_precopy("tcp")
 
@@ -55,7 +55,7 @@ class Precopy(MigrationTest):
         Once the migration is done, neither QEMU may keep the descriptor
         under its name: closefd must fail on both sides.
 
-        :avocado: tags=fd
+        :avocado: tags=seed,fd
         """
         name = self.live_precopy("fd").label
         for side in (self.pair.src, self.pair.dst):

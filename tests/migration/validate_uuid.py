@@ -15,7 +15,7 @@ class ValidateUuid(MigrationTest):
     ahead: QEMU checks only when both sides have one.
 
     :avocado: enable
-    :avocado: tags=migration,uuid,unix
+    :avocado: tags=migration,seed,uuid,unix
     :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
     """
 
