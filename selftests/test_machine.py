@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
+import time
 from pathlib import Path
 
 import pytest
 
 from migtest.arch import get_profile
-from migtest.errors import LaunchError, QMPError, StateError, Unavailable, WaitTimeout
+from migtest.errors import (
+    LaunchError,
+    QMPConnectionLost,
+    QMPError,
+    StateError,
+    Unavailable,
+    WaitTimeout,
+)
 from migtest.machine import QEMUMachine
 from migtest.versions import LABELS, binary_for, get_version
 from migtest.wait import wait_for
@@ -207,3 +216,15 @@ def test_every_version_gets_a_monitor_it_does_not_call_deprecated(
         assert ("monitor-qmp" in " ".join(vm.command_line(3))) is (
             get_version(label).number >= (11,)
         )
+
+
+def test_waiting_for_an_event_from_a_dead_qemu_ends_at_once(x86_binary: str, workdir: Path) -> None:
+    """No event can come from a QEMU that exited: the wait says so, not its timeout."""
+    with machine(x86_binary, workdir) as vm:
+        vm.launch()
+        assert vm.pid is not None
+        os.kill(vm.pid, signal.SIGKILL)  # it dies by itself, as far as the machine knows
+        started = time.monotonic()
+        with pytest.raises(QMPConnectionLost, match="while waiting for event RESUME"):
+            vm.wait_event("RESUME", timeout=60)
+        assert time.monotonic() - started < 10

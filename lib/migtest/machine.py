@@ -444,6 +444,8 @@ class QEMUMachine:
         Events are consumed in order: the returned one, and any before it,
         will not be returned by a later ``wait_event``.  They stay in
         :meth:`events`.
+
+        :raise QMPConnectionLost: QEMU exited first: no event can come.
         """
 
         def check() -> Tuple[bool, Any]:
@@ -454,6 +456,11 @@ class QEMUMachine:
                 if event["event"] == name and (match is None or match(event.get("data", {}))):
                     return True, event
             recent = [e["event"] for e in self._events[-5:]]
+            if not self.is_running():
+                raise QMPConnectionLost(
+                    f"{self.name}: QEMU exited with {self.exitcode} while waiting for event "
+                    f"{name}; latest events: {recent}"
+                )
             return False, f"latest events: {recent}"
 
         event: Message = wait_for(

@@ -218,9 +218,16 @@ class MigrationPair:
         self.src.start_postcopy()
 
     def wait_for_switchover(self) -> None:
-        """Wait until the guest stopped on the source and resumed on the destination."""
-        self.src.machine.wait_event("STOP", timeout=STATUS_TIMEOUT)
-        self.dst.machine.wait_event("RESUME", timeout=STATUS_TIMEOUT)
+        """Wait until the guest stopped on the source and resumed on the destination.
+
+        :raise CheckFailure: a side's QEMU died first; the message quotes
+            what each side says.
+        """
+        try:
+            self.src.machine.wait_event("STOP", timeout=STATUS_TIMEOUT)
+            self.dst.machine.wait_event("RESUME", timeout=STATUS_TIMEOUT)
+        except QMPConnectionLost as lost:
+            raise self._failure("the switchover failed", lost) from lost
 
     def wait_for_postcopy(self) -> None:
         """Wait until both sides are in postcopy and the destination guest runs.
@@ -263,10 +270,14 @@ class MigrationPair:
             self.src.wait_for_status("completed", fail_on=UNSUCCESSFUL)
             self.dst.wait_for_status("completed", fail_on=UNSUCCESSFUL)
         except (CheckFailure, QMPConnectionLost) as failed:
-            accounts = "\n".join(f"  {side.account()}" for side in (self.src, self.dst))
-            raise CheckFailure(f"the migration failed: {failed}\n{accounts}") from failed
+            raise self._failure("the migration failed", failed) from failed
         self.dst.read_final_stats()
         return self.src.read_final_stats()
+
+    def _failure(self, what: str, cause: Exception) -> CheckFailure:
+        """A FAIL for ``cause`` that quotes both sides: often only one knows why."""
+        accounts = "\n".join(f"  {side.account()}" for side in (self.src, self.dst))
+        return CheckFailure(f"{what}: {cause}\n{accounts}")
 
     def endpoints(self) -> List[Endpoint]:
         """Every side the pair has had, in order: source, destination(s)."""

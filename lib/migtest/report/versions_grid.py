@@ -3,8 +3,9 @@
 A cross-version job runs every test on every pair of QEMU versions; what a
 reader wants from it is one table: for each source -> destination and
 architecture, how many tests passed, how many ended on a known QEMU
-finding (and which), how many FAILed for another reason, and how many did
-not apply (a feature that version lacks).  The table is reStructuredText,
+finding (and which), how many FAILed for another reason, how many passed
+where a finding said they could not (WARN), and how many did not apply
+(any other CANCEL: a feature that version lacks, no userfaultfd...).  The table is reStructuredText,
 written from the jobs' results, so README's grid is never typed by hand.
 
 Several jobs may be given: a test and variant that ran in more than one
@@ -39,14 +40,22 @@ class Outcome:
     src: str
     dst: str
     arch: str
-    #: ``pass``, ``FAIL``, ``n/a``, or the id of the finding it hit.
+    #: ``pass``, ``WARN``, ``FAIL``, ``n/a`` (a CANCEL for something else: a
+    #: feature that version lacks, no userfaultfd...), or the id of the
+    #: finding it hit.
     verdict: str
 
 
 def verdict(status: str, fail_reason: str) -> str:
-    """What a test's status and reason say, as the grid counts it."""
-    if status in ("PASS", "WARN"):
+    """What a test's status and reason say, as the grid counts it.
+
+    A WARN is counted apart: it is how a finding that did not reproduce
+    is flagged, and the grid is where that must show.
+    """
+    if status == "PASS":
         return "pass"
+    if status == "WARN":
+        return "WARN"
     if status == "CANCEL":
         found = _FINDING.match(fail_reason)
         return found.group(1) if found else "n/a"
@@ -79,7 +88,7 @@ def render(results: Sequence[Outcome]) -> str:
     """The grid and its footnotes, as reStructuredText."""
     arches = sorted({o.arch for o in results})
     pairs = sorted({(o.src, o.dst) for o in results}, key=lambda p: (_order(p[0]), _order(p[1])))
-    seen = sorted({o.verdict for o in results} - {"pass", "FAIL", "n/a"})
+    seen = sorted({o.verdict for o in results} - {"pass", "WARN", "FAIL", "n/a"})
     known = [f.id for f in FINDINGS]
     ids = sorted(seen, key=lambda i: (known.index(i) if i in known else len(known), i))
     letters = dict(zip(ids, string.ascii_lowercase))
@@ -102,7 +111,7 @@ def _cell(counts: Optional[Counter[str]], letters: Dict[str, str]) -> str:
     """``18 pass, 2 (a)``; ``FAIL`` counts first, so none goes unseen."""
     if not counts:
         return "-"
-    parts = [f"{counts['FAIL']} FAIL"] if counts["FAIL"] else []
+    parts = [f"{counts[v]} {v}" for v in ("FAIL", "WARN") if counts[v]]
     parts += [f"{counts['pass']} pass"] if counts["pass"] else []
     parts += [f"{n} ({letters[v]})" for v, n in sorted(counts.items()) if v in letters]
     parts += [f"{counts['n/a']} n/a"] if counts["n/a"] else []
