@@ -12,7 +12,7 @@ addresses with what was expected and what was found.
 from __future__ import annotations
 
 import re
-from typing import Any, Collection, Iterator, List, Mapping, Sequence, Tuple, Union
+from typing import Any, Collection, Iterator, List, Literal, Mapping, Sequence, Tuple, Union
 
 from .errors import CheckFailure
 from .status import Status
@@ -280,7 +280,9 @@ def check_throttle_steps(seen: Sequence[int], initial: int, increment: int, maxi
         raise CheckFailure(f"throttle percentages {list(seen)}: " + "; ".join(problems))
 
 
-def check_multifd_used(ram: Mapping[str, Any], carried: str = "all") -> None:
+def check_multifd_used(
+    ram: Mapping[str, Any], carried: Literal["all", "compressed", "some"] = "all"
+) -> None:
     """Check that multifd channels, not the main one, carried the pages.
 
     A migration that fell back to the main channel would pass every check
@@ -296,6 +298,8 @@ def check_multifd_used(ram: Mapping[str, Any], carried: str = "all") -> None:
     :param ram: the ``ram`` member of the source's final ``query-migrate``.
     :raise CheckFailure: the counters show the pages went another way.
     """
+    if carried not in ("all", "compressed", "some"):
+        raise ValueError(f"carried must be all, compressed or some, not {carried!r}")
     multifd, pages = int(ram.get("multifd-bytes", 0)), int(ram["normal-bytes"])
     if multifd == 0:
         raise CheckFailure(f"no byte went over the multifd channels ({pages} bytes of pages sent)")

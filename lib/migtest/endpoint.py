@@ -26,20 +26,21 @@ from typing import (
 )
 
 from .checks import check_switchover_budget
-from .errors import CheckFailure, MigtestError, Unavailable
+from .errors import CheckFailure, ConfigError, MigtestError, Unavailable
 from .machine import QEMUMachine
 from .metrics import MigrationRecorder
 from .qapi import (
+    WORKS_FROM,
     Capability,
     MigrationInfo,
     MigrationParameters,
     Target,
+    TlsCredsArguments,
     expected_in,
     lifetime,
     target_arguments,
 )
 from .status import SWITCHING_OVER, UNSUCCESSFUL, Status
-from .tls import TlsCredsArguments
 from .wait import wait_for
 
 #: Seconds a migration status may take to be reached (QEMU's own tests cap
@@ -153,15 +154,21 @@ class Endpoint:
                 expected=False,
             )
 
-    def require_version_for(self, feature: str) -> None:
-        """:raise Unavailable: ``feature`` (of :data:`~migtest.qapi.ADDED_IN`) is newer.
+    def require_version_for(self, combination: str) -> None:
+        """:raise Unavailable: ``combination`` works only in a newer QEMU.
 
-        Only for what the schema cannot show: a combination of capabilities
-        that a QEMU accepts before it works.
+        Only for what the schema cannot show: features that a QEMU accepts
+        together before they work together (:data:`~migtest.qapi.WORKS_FROM`).
+
+        :raise ConfigError: ``combination`` is not in that table.
         """
-        if not expected_in(feature, self.version[:2]):
+        if combination not in WORKS_FROM:
+            raise ConfigError("combination", combination, f"one of {', '.join(WORKS_FROM)}")
+        since = WORKS_FROM[combination]
+        if self.version[:2] < since:
             raise Unavailable(
-                f"{self.describe()}: lacks {feature}{lifetime(feature)}", expected=False
+                f"{self.describe()}: lacks {combination} (works from QEMU {since[0]}.{since[1]})",
+                expected=False,
             )
 
     def require_arguments(self, command: str, names: Iterable[str]) -> None:

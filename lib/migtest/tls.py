@@ -36,7 +36,7 @@ import logging
 import os
 import secrets
 from pathlib import Path
-from typing import Iterable, List, Literal, Optional, Sequence, Tuple, TypedDict
+from typing import Iterable, List, Literal, Optional, Sequence, Tuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -44,13 +44,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .errors import ConfigError
+from .qapi import TlsCredsArguments
 
 _log = logging.getLogger(__name__)
 
 #: Which side of the TLS session the credentials are for: the migration's
 #: destination listens, so it is the server; the source is the client.
-Endpoint = Literal["server", "client"]
-ENDPOINTS: Tuple[Endpoint, ...] = ("server", "client")
+TlsRole = Literal["server", "client"]
+ROLES: Tuple[TlsRole, ...] = ("server", "client")
 
 #: The file names QEMU looks for in a credentials directory.
 CA_CERT = "ca-cert.pem"
@@ -79,21 +80,6 @@ VALID_BEFORE_NOW = datetime.timedelta(hours=1)
 #: How long after now it stays valid: longer than any test, so a slow one
 #: never meets an expiry, shorter than anything worth keeping.
 VALID_AFTER_NOW = datetime.timedelta(days=1)
-
-#: The ``object-add`` arguments of TLS credentials (``qapi/crypto.json``'s
-#: ``TlsCreds*Properties``, flat as QEMU 6.0 on takes them).
-TlsCredsArguments = TypedDict(
-    "TlsCredsArguments",
-    {
-        "qom-type": str,
-        "id": str,
-        "endpoint": Endpoint,
-        "dir": str,
-        "verify-peer": bool,
-        "username": str,
-    },
-    total=False,
-)
 
 
 class CertificateAuthority:
@@ -190,13 +176,15 @@ class CertificateAuthority:
         :return: ``directory``, for :func:`x509_arguments`.
         """
         _private_directory(directory)
+        for identity in _IDENTITY_FILES["client"]:
+            (directory / identity).unlink(missing_ok=True)  # or QEMU would present it
         (directory / CA_CERT).write_bytes(_pem(self.certificate))
         return directory
 
     def _write(
         self,
         directory: Path,
-        endpoint: Endpoint,
+        endpoint: TlsRole,
         common_name: str,
         extensions: Iterable[x509.ExtensionType],
         also_trust: Sequence[CertificateAuthority],
@@ -269,7 +257,7 @@ def write_psk(directory: Path, key: Optional[bytes] = None, username: str = PSK_
 
 
 def x509_arguments(
-    endpoint: Endpoint, directory: Path, *, object_id: str = CREDS_ID, verify_peer: bool = True
+    endpoint: TlsRole, directory: Path, *, object_id: str = CREDS_ID, verify_peer: bool = True
 ) -> TlsCredsArguments:
     """The ``object-add`` arguments of x509 credentials read from ``directory``.
 
@@ -287,7 +275,7 @@ def x509_arguments(
 
 
 def psk_arguments(
-    endpoint: Endpoint,
+    endpoint: TlsRole,
     directory: Path,
     *,
     object_id: str = CREDS_ID,
@@ -313,7 +301,7 @@ def psk_arguments(
     return arguments
 
 
-def anon_arguments(endpoint: Endpoint, *, object_id: str = CREDS_ID) -> TlsCredsArguments:
+def anon_arguments(endpoint: TlsRole, *, object_id: str = CREDS_ID) -> TlsCredsArguments:
     """The ``object-add`` arguments of anonymous credentials: encrypted, unauthenticated.
 
     :raise ConfigError: ``endpoint`` is neither ``server`` nor ``client``.
@@ -396,12 +384,12 @@ def _write_private(path: Path, data: bytes) -> None:
         file.write(data)
 
 
-def _checked(endpoint: str) -> Endpoint:
+def _checked(endpoint: str) -> TlsRole:
     """:raise ConfigError: ``endpoint`` is not one QEMU knows."""
-    for known in ENDPOINTS:
+    for known in ROLES:
         if endpoint == known:
             return known
-    raise ConfigError("endpoint", endpoint, " or ".join(ENDPOINTS))
+    raise ConfigError("endpoint", endpoint, " or ".join(ROLES))
 
 
 def _absolute(directory: Path) -> str:

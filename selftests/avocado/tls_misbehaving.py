@@ -20,8 +20,12 @@ class RightCredentialsExpectedRefused(Tls):
 
     def test_psk_mismatch(self) -> None:
         self.psk_pair()
-        self.migration_refused(src_says="TLS handshake failed")
+        self.migration_refused(src_says="TLS handshake failed", dst_says="TLS handshake failed")
 
     def test_x509_mismatch_host(self) -> None:
         self.x509_pair(("qemu.example.org",), hostname="qemu.example.org")
-        self.migration_refused(src_says="does not match the hostname", dst_exits=True)
+        self.migration_refused(
+            src_says="does not match the hostname",
+            dst_says="Not a migration stream",
+            dst_exits=True,
+        )
