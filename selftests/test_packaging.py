@@ -13,6 +13,13 @@ from conftest import ROOT
 #: Every migration test.  Avocado finds tests statically and silently finds
 #: none when an import breaks, so this list is checked exactly.
 EXPECTED_TESTS = {
+    "tests/migration/cancel.py:Cancel.test_every_status_is_accounted_for",
+    "tests/migration/cancel.py:Cancel.test_before_migrating",
+    "tests/migration/cancel.py:Cancel.test_while_active",
+    "tests/migration/cancel.py:Cancel.test_at_pre_switchover",
+    "tests/migration/cancel.py:Cancel.test_twice",
+    "tests/migration/cancel.py:Cancel.test_after_completion",
+    "tests/migration/cancel.py:Cancel.test_after_failure",
     "tests/migration/multifd.py:Multifd.test_tcp",
     "tests/migration/multifd.py:Multifd.test_channels",
     "tests/migration/multifd.py:Multifd.test_zlib",
