@@ -55,7 +55,6 @@ EXPECTED_TESTS = {
     "tests/migration/failures.py:BadDestination.test_nobody_listening",
     "tests/migration/faults.py:Faults.test_corrupted_stream",
     "tests/migration/faults.py:Faults.test_destination_killed",
-    "tests/migration/faults.py:Faults.test_cancel",
     "tests/migration/faults.py:Faults.test_link_cut_during_postcopy",
     "tests/migration/postcopy.py:Postcopy.test_postcopy",
     "tests/migration/postcopy.py:Postcopy.test_recovery",

@@ -73,3 +73,13 @@ def postcopy_recovered(
     for side in (pair.src, pair.dst):
         assert_statuses_after(side, "postcopy-paused", forbidden={"failed", "active"})
     return final
+
+
+def migrate_again(pair: MigrationPair) -> MigrationInfo:
+    """After a migration that did not complete: a live one to a fresh destination.
+
+    What QEMU promises after a cancel or a failure: the source can try
+    again, and the new migration is as good as a first one.
+    """
+    pair.replace_destination()
+    return live_precopy(pair, "unix")

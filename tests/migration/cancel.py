@@ -3,7 +3,7 @@
 import socket
 from typing import Dict
 
-from migtest.scenarios import live_precopy
+from migtest.scenarios import live_precopy, migrate_again
 from migtest.test import MigrationTest
 
 #: The statuses a test below cancels the source in.
@@ -59,12 +59,6 @@ class Cancel(MigrationTest):
         pair.src.wait_for_status("cancelled", fail_on=("completed", "failed"))
         self.assert_guest_runs(pair.src.machine)
 
-    def migrate_again(self) -> None:
-        """A second migration, to a fresh destination, completes and is verified."""
-        self.pair.replace_destination()
-        live_precopy(self.pair, "unix")
-        self.verify_migration()
-
     def test_before_migrating(self) -> None:
         """Nothing to cancel: a no-op, and a migration then completes."""
         pair = self.start_pair()
@@ -80,7 +74,8 @@ class Cancel(MigrationTest):
         pair.migrate("unix")
         pair.src.wait_for_dirty_sync(1)
         self.cancel_running_migration()
-        self.migrate_again()
+        migrate_again(self.pair)
+        self.verify_migration()
 
     def test_at_pre_switchover(self) -> None:
         """Cancelled while held before the switchover: the guest was never stopped."""
@@ -91,7 +86,8 @@ class Cancel(MigrationTest):
         pair.src.wait_for_status("pre-switchover", fail_on=("completed", "failed"))
         self.cancel_running_migration()
         pair.src.set_capabilities({"pause-before-switchover": False})
-        self.migrate_again()
+        migrate_again(self.pair)
+        self.verify_migration()
 
     def test_twice(self) -> None:
         """A second cancel, once cancelled, changes nothing."""
@@ -102,7 +98,8 @@ class Cancel(MigrationTest):
         self.cancel_running_migration()
         pair.src.cancel()
         self.assertEqual(pair.src.info()["status"], "cancelled")
-        self.migrate_again()
+        migrate_again(self.pair)
+        self.verify_migration()
 
     def test_after_completion(self) -> None:
         """Once completed there is nothing to cancel: the destination keeps the guest."""
