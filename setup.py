@@ -27,6 +27,11 @@ setup(
         "setuptools>=66.1,<80.9",
         "avocado-framework-plugin-varianter-yaml-to-mux>=113,<114",
         "qemu.qmp>=0.0.6",
+        # migtest.tls: each TLS test makes its own CA, certificates and keys,
+        # in its work directory, instead of shelling out to certtool or
+        # openssl.  42 for the self-tests, which read validity periods as
+        # aware datetimes (not_valid_before_utc).
+        "cryptography>=42",
         # Avocado's own HTML report, next to ours in every job directory.
         "avocado-framework-plugin-result-html>=113,<114",
     ],

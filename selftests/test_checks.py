@@ -8,10 +8,12 @@ from migtest.checks import (
     CHUNK_PAGES,
     PAGE_SIZE,
     check_counter_pattern,
+    check_multifd_used,
     check_shared_ram_not_sent,
     check_statuses_after,
     check_switchover_budget,
     check_throttle_steps,
+    check_zero_pages,
     compare_memory,
     same_bytes,
 )
@@ -225,3 +227,29 @@ def test_throttle_on_the_grid_passes(seen: list[int]) -> None:
 def test_throttle_off_the_grid_fails(seen: list[int], complaint: str) -> None:
     with pytest.raises(CheckFailure, match=complaint):
         check_throttle_steps(seen, initial=5, increment=50, maximum=95)
+
+
+# -- multifd and zero pages --------------------------------------------------------
+
+
+def test_multifd_must_have_carried_the_pages() -> None:
+    check_multifd_used({"multifd-bytes": 105_000_000, "normal-bytes": 104_000_000})
+    check_multifd_used({"multifd-bytes": 3_000_000, "normal-bytes": 104_000_000}, "compressed")
+    check_multifd_used({"multifd-bytes": 1, "normal-bytes": 104_000_000}, "some")
+    with pytest.raises(CheckFailure, match="no byte went over the multifd channels"):
+        check_multifd_used({"multifd-bytes": 0, "normal-bytes": 104_000_000}, "some")
+    with pytest.raises(CheckFailure, match="some were sent another way"):
+        check_multifd_used({"multifd-bytes": 50_000_000, "normal-bytes": 104_000_000})
+    with pytest.raises(CheckFailure, match="they were not compressed"):
+        check_multifd_used(
+            {"multifd-bytes": 105_000_000, "normal-bytes": 104_000_000}, "compressed"
+        )
+
+
+def test_zero_pages_are_found_only_when_detection_is_on() -> None:
+    check_zero_pages({"duplicate": 12_000}, detected=True)
+    check_zero_pages({"duplicate": 0}, detected=False)
+    with pytest.raises(CheckFailure, match="no zero page was found"):
+        check_zero_pages({"duplicate": 0}, detected=True)
+    with pytest.raises(CheckFailure, match="but 12000 zero pages were found"):
+        check_zero_pages({"duplicate": 12_000}, detected=False)

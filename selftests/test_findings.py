@@ -50,6 +50,10 @@ ASSERTION = (
     "Assertion `first_elem || !n_elems || !size' failed."
 )
 
+ZLIB_LEVEL = (
+    "src: parameters set to {'multifd-zlib-level': 2} but read back {'multifd-zlib-level': 1}"
+)
+
 
 def finding(finding_id: str) -> Finding:
     (found,) = [f for f in FINDINGS if f.id == finding_id]
@@ -86,11 +90,12 @@ def test_a_bad_version_range_names_what_is_accepted() -> None:
             VersionRange(bad)
 
 
-def test_a_scope_never_covers_a_version_migrating_to_itself() -> None:
+def test_a_scope_covers_a_version_migrating_to_itself_only_if_asked() -> None:
     anything = scope("x86_64 ppc64", "*", "*")
     assert anything.covers("ppc64", V7_2, V11_1_3)
     assert not anything.covers("ppc64", V11_1_3, V11_1_3)
     assert not anything.covers("s390x", V7_2, V11_1_3)
+    assert scope("ppc64", "*", "*", across=False).covers("ppc64", V11_1_3, V11_1_3)
 
 
 @pytest.mark.parametrize(
@@ -104,6 +109,8 @@ def test_a_scope_never_covers_a_version_migrating_to_itself() -> None:
         ("aarch64", V7_2, V10_0_13, CPREG_EPERM, "aarch64-cpregs"),
         ("aarch64", V10_0_2, V10_0_13, CPREG_EPERM_POSTCOPY, "aarch64-cpregs"),
         ("aarch64", V11_1_2, V10_0_13, ASSERTION, "aarch64-vmstate-assert"),
+        ("s390x", V7_2, V7_2, ZLIB_LEVEL, "multifd-level-ignored"),
+        ("x86_64", V11_1_3, V7_2, ZLIB_LEVEL.replace("src", "dst"), "multifd-level-ignored"),
     ],
 )
 def test_each_finding_explains_what_qemu_said(
@@ -127,6 +134,7 @@ def test_each_finding_explains_what_qemu_said(
         ("ppc64", (9, 2, 0), V10_0_2, ICP),
         ("aarch64", V11_1_2, V11_1_3, CPREG_UNKNOWN),
         ("aarch64", V7_2, V10_0_13, ASSERTION),
+        ("x86_64", V10_0_13, V10_0_13, ZLIB_LEVEL),
         # In scope, but QEMU said something else: not this finding.
         ("ppc64", V11_1_3, V7_2, "Unable to write to socket: Broken pipe"),
         ("aarch64", V7_2, V11_1_3, "guest memory differs at 0x4000"),

@@ -228,3 +228,14 @@ def test_waiting_for_an_event_from_a_dead_qemu_ends_at_once(x86_binary: str, wor
         with pytest.raises(QMPConnectionLost, match="while waiting for event RESUME"):
             vm.wait_event("RESUME", timeout=60)
         assert time.monotonic() - started < 10
+
+
+def test_waiting_for_qemus_words(x86_binary: str, workdir: Path) -> None:
+    """Found as soon as printed; else the timeout says what was printed instead."""
+    with machine(x86_binary, workdir, "-object", "tls-creds-anon,id=t,endpoint=nonsense") as vm:
+        with pytest.raises(LaunchError):
+            vm.launch()
+        said = vm.wait_for_output(r"Parameter '\w+' does not accept", timeout=5)
+        assert said == "Parameter 'endpoint' does not accept"
+        with pytest.raises(WaitTimeout, match=r"to print 'never printed'.*nonsense"):
+            vm.wait_for_output("never printed", timeout=0.3)

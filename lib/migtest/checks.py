@@ -12,7 +12,7 @@ addresses with what was expected and what was found.
 from __future__ import annotations
 
 import re
-from typing import Any, Collection, Iterator, List, Mapping, Sequence, Tuple, Union
+from typing import Any, Collection, Iterator, List, Literal, Mapping, Sequence, Tuple, Union
 
 from .errors import CheckFailure
 from .status import Status
@@ -278,3 +278,53 @@ def check_throttle_steps(seen: Sequence[int], initial: int, increment: int, maxi
     problems += [f"{b} follows {a}: throttling fell" for a, b in zip(seen, seen[1:]) if b <= a]
     if problems:
         raise CheckFailure(f"throttle percentages {list(seen)}: " + "; ".join(problems))
+
+
+def check_multifd_used(
+    ram: Mapping[str, Any], carried: Literal["all", "compressed", "some"] = "all"
+) -> None:
+    """Check that multifd channels, not the main one, carried the pages.
+
+    A migration that fell back to the main channel would pass every check
+    of the guest, so the source's counters must say it: ``multifd-bytes``
+    (what went over the multifd channels, packet headers included) is
+    non-zero, and
+
+    - ``all``: covers ``normal-bytes`` (the pages sent as data);
+    - ``compressed``: is smaller than it: our guest's pages hold one
+      counter byte each, which any compression shrinks;
+    - ``some``: nothing more (postcopy sends its pages another way).
+
+    :param ram: the ``ram`` member of the source's final ``query-migrate``.
+    :raise CheckFailure: the counters show the pages went another way.
+    """
+    if carried not in ("all", "compressed", "some"):
+        raise ValueError(f"carried must be all, compressed or some, not {carried!r}")
+    multifd, pages = int(ram.get("multifd-bytes", 0)), int(ram["normal-bytes"])
+    if multifd == 0:
+        raise CheckFailure(f"no byte went over the multifd channels ({pages} bytes of pages sent)")
+    if carried == "all" and multifd < pages:
+        raise CheckFailure(
+            f"only {multifd} bytes went over the multifd channels for {pages} bytes of pages: "
+            "some were sent another way"
+        )
+    if carried == "compressed" and multifd >= pages:
+        raise CheckFailure(
+            f"{multifd} bytes went over the multifd channels for {pages} bytes of pages: "
+            "they were not compressed"
+        )
+
+
+def check_zero_pages(ram: Mapping[str, Any], detected: bool) -> None:
+    """Check whether zero pages were found as such (``duplicate``), as asked.
+
+    Our guest leaves most of RAM outside its test range zero: with
+    detection (``legacy`` or ``multifd``) those pages are counted as
+    ``duplicate`` and not sent; with ``none`` they go as data, and none is
+    counted.
+    """
+    zero = int(ram.get("duplicate", 0))
+    if detected and zero == 0:
+        raise CheckFailure("zero-page detection was on, but no zero page was found")
+    if not detected and zero:
+        raise CheckFailure(f"zero-page detection was off, but {zero} zero pages were found")

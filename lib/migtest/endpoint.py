@@ -26,14 +26,16 @@ from typing import (
 )
 
 from .checks import check_switchover_budget
-from .errors import CheckFailure, MigtestError, Unavailable
+from .errors import CheckFailure, ConfigError, MigtestError, Unavailable
 from .machine import QEMUMachine
 from .metrics import MigrationRecorder
 from .qapi import (
+    WORKS_FROM,
     Capability,
     MigrationInfo,
     MigrationParameters,
     Target,
+    TlsCredsArguments,
     expected_in,
     lifetime,
     target_arguments,
@@ -126,6 +128,49 @@ class Endpoint:
             enum.get("values", [])
         )
 
+    def argument_values(self, command: str, argument: str) -> FrozenSet[str]:
+        """The values an enum argument of ``command`` takes in this QEMU.
+
+        A build option can take a value away (``multifd-compression`` has
+        ``zstd`` only where QEMU was built with libzstd): the schema says
+        what this binary has.  Empty when the argument is no enum.
+        """
+        schema = self._schema()
+        arguments = schema.get(schema.get(command, {}).get("arg-type", ""), {})
+        types = [m["type"] for m in arguments.get("members", []) if m["name"] == argument]
+        enum = schema.get(types[0], {}) if types else {}
+        return frozenset(m["name"] for m in enum.get("members", [])) or frozenset(
+            enum.get("values", [])
+        )
+
+    def require_argument_value(self, command: str, argument: str, value: str) -> None:
+        """:raise Unavailable: ``argument`` of ``command`` does not take ``value`` here."""
+        self.require_arguments(command, [argument])
+        values = self.argument_values(command, argument)
+        if value not in values:
+            raise Unavailable(
+                f"{self.describe()}: '{argument}' does not take {value!r} "
+                f"(it takes {', '.join(sorted(values))}): not built in",
+                expected=False,
+            )
+
+    def require_version_for(self, combination: str) -> None:
+        """:raise Unavailable: ``combination`` works only in a newer QEMU.
+
+        Only for what the schema cannot show: features that a QEMU accepts
+        together before they work together (:data:`~migtest.qapi.WORKS_FROM`).
+
+        :raise ConfigError: ``combination`` is not in that table.
+        """
+        if combination not in WORKS_FROM:
+            raise ConfigError("combination", combination, f"one of {', '.join(WORKS_FROM)}")
+        since = WORKS_FROM[combination]
+        if self.version[:2] < since:
+            raise Unavailable(
+                f"{self.describe()}: lacks {combination} (works from QEMU {since[0]}.{since[1]})",
+                expected=False,
+            )
+
     def require_arguments(self, command: str, names: Iterable[str]) -> None:
         """:raise Unavailable: QMP ``command`` lacks one of the arguments ``names`` here."""
         missing = sorted(set(names) - self.command_arguments(command))
@@ -192,6 +237,20 @@ class Endpoint:
             raise CheckFailure(
                 f"{self.name}: parameters set to {dict(wanted)} but read back {wrong}"
             )
+
+    def add_tls_credentials(self, arguments: TlsCredsArguments) -> None:
+        """Create TLS credentials (``object-add``) for the ``tls-creds`` parameter.
+
+        QEMU reads and checks the credentials' files now: a refusal here
+        is QEMU judging them, a QMPError naming the file.  Whether the type
+        exists is asked of the schema, not of ``qom-list-types``: that
+        loads every module, and a QEMU run from a fetched root may find the
+        host's, of another build, and abort.
+
+        :raise Unavailable: this QEMU has no such credentials type.
+        """
+        self.require_argument_value("object-add", "qom-type", arguments["qom-type"])
+        self.machine.cmd("object-add", **arguments)
 
     def parameters(self) -> MigrationParameters:
         """The current migration parameters (``query-migrate-parameters``)."""

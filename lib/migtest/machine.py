@@ -13,6 +13,7 @@ import enum
 import logging
 import mmap
 import os
+import re
 import select
 import shlex
 import signal
@@ -379,6 +380,23 @@ class QEMUMachine:
             return self.console_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def wait_for_output(self, pattern: str, timeout: float) -> str:
+        """Wait until QEMU prints something matching ``pattern`` (a regex); return it.
+
+        QEMU tells why it refused a migration on its stderr, sometimes a
+        moment after the other side has reported the failure.
+        """
+        compiled = re.compile(pattern)
+
+        def check() -> Tuple[bool, str]:
+            found = compiled.search(self.output)
+            if found is not None:
+                return True, found.group(0)
+            return False, self.output[-300:] or "nothing"
+
+        what = f"{self.name} QEMU to print {pattern!r} (what it printed last)"
+        return wait_for(check, what=what, timeout=timeout)
 
     def wait_for_exit(self, timeout: float) -> int:
         """Wait until QEMU exits by itself; return its exit code."""

@@ -46,6 +46,13 @@ ADDED_IN: Dict[str, Tuple[int, int]] = {
     "multifd-qatzip-level": (9, 2),
     "cpr-exec-command": (10, 2),
 }
+#: Combinations of features that the schema cannot show, and the version
+#: they work from.  Postcopy with multifd: 8.x to 10.0 refuse it
+#: ("Postcopy is not yet compatible with multifd"); 7.2 accepts it, then
+#: aborts or hangs (README, Findings); 10.1 made them work together.
+WORKS_FROM: Dict[str, Tuple[int, int]] = {
+    "postcopy-ram+multifd": (10, 1),
+}
 REMOVED_IN: Dict[str, Tuple[int, int]] = {
     "compress": (9, 1),
     "block": (9, 1),
@@ -185,3 +192,19 @@ def target_arguments(target: Target) -> Dict[str, Any]:
     if isinstance(target, str):
         return {"uri": target}
     return {"channels": target}
+
+
+#: The ``object-add`` arguments of TLS credentials (``qapi/crypto.json``'s
+#: ``TlsCreds*Properties``, flat as QEMU 6.0 on takes them).
+TlsCredsArguments = TypedDict(
+    "TlsCredsArguments",
+    {
+        "qom-type": str,
+        "id": str,
+        "endpoint": Literal["server", "client"],
+        "dir": str,
+        "verify-peer": bool,
+        "username": str,
+    },
+    total=False,
+)

@@ -69,36 +69,45 @@ class Channel(abc.ABC):
         """Release what the channel holds; idempotent."""
 
 
-class UnixChannel(Channel):
-    """A unix socket in the work directory.
+class SocketChannel(Channel):
+    """A stream socket: named by a URI, or by a ``channels`` list (QEMU 8.2 on).
 
-    :param as_channels: name it with a ``channels`` list (QEMU 8.2 on), not
-        a URI; both sides must take that argument.
+    :param as_channels: name it with a ``channels`` list, not a URI; both
+        sides must take that argument.
     """
-
-    name = "unix"
 
     def __init__(self, label: str = "migration", as_channels: bool = False) -> None:
         super().__init__(label)
         self.as_channels = as_channels
+
+    def _target(self, side: Endpoint, command: str, address: Dict[str, str]) -> Target:
+        """``address`` (a QAPI SocketAddress) as ``command`` of ``side`` takes it."""
+        if not self.as_channels:
+            if address["type"] == "unix":
+                return f"unix:{address['path']}"
+            return f"tcp:{address['host']}:{address['port']}"
+        side.require_arguments(command, ["channels"])
+        return [{"channel-type": "main", "addr": {"transport": "socket", **address}}]
+
+
+class UnixChannel(SocketChannel):
+    """A unix socket in the work directory."""
+
+    name = "unix"
 
     @property
     def path(self) -> str:
         """The socket's path, relative to the work directory."""
         return f"{self.label}.sock"
 
-    def _target(self, side: Endpoint, command: str) -> Target:
-        if not self.as_channels:
-            return f"unix:{self.path}"
-        side.require_arguments(command, ["channels"])
-        address = {"transport": "socket", "type": "unix", "path": self.path}
-        return [{"channel-type": "main", "addr": address}]
+    def _unix(self, side: Endpoint, command: str) -> Target:
+        return self._target(side, command, {"type": "unix", "path": self.path})
 
     def listen_target(self, dst: Endpoint) -> Target:
-        return self._target(dst, "migrate-incoming")
+        return self._unix(dst, "migrate-incoming")
 
     def send_target(self, src: Endpoint, dst: Endpoint) -> Target:
-        return self._target(src, "migrate")
+        return self._unix(src, "migrate")
 
     def dialer(self, dst: Endpoint) -> Callable[[], socket.socket]:
         workdir = dst.machine.workdir
@@ -120,7 +129,7 @@ class UnixChannel(Channel):
         return dial
 
 
-class TcpChannel(Channel):
+class TcpChannel(SocketChannel):
     """TCP on the loopback address, on a port the kernel picks.
 
     Port 0 lets the kernel pick a free port, so parallel tests never
@@ -130,11 +139,13 @@ class TcpChannel(Channel):
     name = "tcp"
 
     def listen_target(self, dst: Endpoint) -> Target:
-        return "tcp:127.0.0.1:0"
+        return self._target(
+            dst, "migrate-incoming", {"type": "inet", "host": "127.0.0.1", "port": "0"}
+        )
 
     def send_target(self, src: Endpoint, dst: Endpoint) -> Target:
         host, port = self.listening_address(dst)
-        return f"tcp:{host}:{port}"
+        return self._target(src, "migrate", {"type": "inet", "host": host, "port": str(port)})
 
     def listening_address(self, dst: Endpoint) -> tuple[str, int]:
         """The address ``dst`` reports it listens on.

@@ -18,7 +18,7 @@ findings.FINDINGS = (
         kind="QEMU bug",
         scopes=(findings.scope("x86_64", "*", "*"),),
         shows=re.compile(r"a line no QEMU prints"),
-        reproduces="always",
+        every_migration=True,
         reported="selftests/avocado/made_up_findings.py",
     ),
     findings.Finding(
@@ -27,7 +27,7 @@ findings.FINDINGS = (
         kind="QEMU bug",
         scopes=(findings.scope("x86_64", "*", "*"),),
         shows=re.compile(r"dst \(QEMU [^)]*\): exited with -9"),
-        reproduces="sometimes",
+        every_migration=False,
         reported="selftests/avocado/made_up_findings.py",
     ),
 )

@@ -1,7 +1,7 @@
 """Postcopy migration, and its recovery from a broken channel."""
 
+from migtest.scenarios import postcopy, postcopy_recovered
 from migtest.test import MigrationTest
-from migtest.verify import assert_statuses_after
 
 
 class Postcopy(MigrationTest):
@@ -21,22 +21,18 @@ class Postcopy(MigrationTest):
     """
 
     def start_postcopy_pair(self) -> None:
-        """A running destination, postcopy enabled, precopy held back."""
+        """A running destination, postcopy enabled."""
         self.start_pair(dst_paused=False)
         self.enable_postcopy()
-        self.pair.prevent_convergence()
 
     def test_postcopy(self) -> None:
         """Switch to postcopy after one pass; the destination reports its blocktime."""
         self.start_postcopy_pair()
-        pair = self.pair
-        pair.dst.set_capabilities({"postcopy-blocktime": True})
-        pair.migrate("unix")
-        pair.src.wait_for_dirty_sync(2)
-        pair.start_postcopy()
-        pair.wait_for_switchover()
-        pair.wait_for_completion()
-        self.assertIn("postcopy-blocktime", pair.dst.info(), "destination reports no blocktime")
+        self.pair.dst.set_capabilities({"postcopy-blocktime": True})
+        postcopy(self.pair, "unix")
+        self.assertIn(
+            "postcopy-blocktime", self.pair.dst.info(), "destination reports no blocktime"
+        )
         self.verify_migration()
 
     def test_recovery(self) -> None:
@@ -47,19 +43,5 @@ class Postcopy(MigrationTest):
         failed (the guest would be lost), active or completed.
         """
         self.start_postcopy_pair()
-        pair = self.pair
-        pair.require_commands("migrate-pause", "migrate-recover")
-        pair.src.set_parameters({"max-postcopy-bandwidth": 4096})
-        pair.migrate("unix")
-        pair.src.wait_for_dirty_sync(2)
-        pair.start_postcopy()
-        pair.wait_for_postcopy()
-        pair.pause()
-        for side in (pair.src, pair.dst):
-            side.wait_for_status("postcopy-paused", fail_on=("failed", "completed", "active"))
-        pair.recover("unix")
-        pair.src.set_parameters({"max-postcopy-bandwidth": 0})
-        pair.wait_for_completion()
-        for side in (pair.src, pair.dst):
-            assert_statuses_after(side, "postcopy-paused", forbidden={"failed", "active"})
+        postcopy_recovered(self.pair, "unix", "unix")
         self.verify_migration()

@@ -2,8 +2,9 @@
 
 from typing import Union
 
+from migtest.scenarios import live_precopy
 from migtest.test import MigrationTest
-from migtest.transport import Channel, UnixChannel
+from migtest.transport import Channel, UnixChannel, make_channel
 from migtest.verify import assert_command_fails
 
 
@@ -22,12 +23,8 @@ class Precopy(MigrationTest):
 
     def live_precopy(self, channel: Union[str, Channel]) -> Channel:
         """Migrate live over ``channel``, verify, and return the channel."""
-        pair = self.start_pair()
-        pair.prevent_convergence()
-        link = pair.migrate(channel)
-        pair.src.wait_for_dirty_sync(2)
-        pair.allow_convergence()
-        pair.wait_for_completion()
+        link = channel if isinstance(channel, Channel) else make_channel(channel)
+        live_precopy(self.start_pair(), link)
         self.verify_migration()
         return link
 

@@ -1,0 +1,123 @@
+"""``migrate_cancel`` in each status a source can be in, and what QEMU promises after it."""
+
+import socket
+from typing import Dict
+
+from migtest.scenarios import live_precopy, migrate_again
+from migtest.test import MigrationTest
+
+#: The statuses a test below cancels the source in.
+CANCELLED_IN: Dict[str, str] = {
+    "none": "test_before_migrating",
+    "active": "test_while_active",
+    "pre-switchover": "test_at_pre_switchover",
+    "completed": "test_after_completion",
+    "failed": "test_after_failure",
+    "cancelled": "test_twice",
+}
+#: The statuses no test holds a source in, and why.
+NOT_HELD: Dict[str, str] = {
+    "setup": "lasts only until the channel connects",
+    "cancelling": "passes by while QEMU handles the cancel",
+    "failing": "passes by on the way to failed (QEMU 11.0 on)",
+    "device": "lasts only while the device state is sent, after pre-switchover",
+    "wait-unplug": "needs a failover network device to unplug",
+    "colo": "needs a QEMU built with replication and a COLO secondary",
+    "postcopy-active": "postcopy: not covered yet",
+    "postcopy-paused": "postcopy: not covered yet",
+    "postcopy-recover": "postcopy: not covered yet",
+    "postcopy-recover-setup": "postcopy: not covered yet",
+    "postcopy-device": "postcopy: not covered yet",
+}
+
+
+class Cancel(MigrationTest):
+    """Cancel a migration in each status the source can be held in.
+
+    QEMU promises that a cancel leaves the source's guest running and able
+    to migrate again; that it is a no-op where there is nothing to cancel
+    (before any migration, after one completed, failed or was cancelled);
+    and every status it can report is either cancelled in here or listed
+    with the reason it is not (:data:`NOT_HELD`), asked of the QEMU under
+    test, so a status a new version adds cannot go unnoticed.
+
+    :avocado: enable
+    :avocado: tags=migration,cancel,unix
+    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
+    """
+
+    def test_every_status_is_accounted_for(self) -> None:
+        """Each status of the QEMU under test is cancelled in, or said why not."""
+        known = self.start_pair().src.known_statuses()
+        missing = sorted(known - set(CANCELLED_IN) - set(NOT_HELD))
+        self.assertFalse(missing, f"statuses no cancel test accounts for: {missing}")
+
+    def cancel_running_migration(self) -> None:
+        """Cancel the migration under way: it ends cancelled, the guest runs on."""
+        pair = self.pair
+        pair.src.cancel()
+        pair.src.wait_for_status("cancelled", fail_on=("completed", "failed"))
+        self.assert_guest_runs(pair.src.machine)
+
+    def test_before_migrating(self) -> None:
+        """Nothing to cancel: a no-op, and a migration then completes."""
+        pair = self.start_pair()
+        pair.src.cancel()
+        self.assertEqual(pair.src.info().get("status", "none"), "none")
+        live_precopy(pair, "unix")
+        self.verify_migration()
+
+    def test_while_active(self) -> None:
+        """Cancelled while RAM is being copied."""
+        pair = self.start_pair()
+        pair.prevent_convergence()
+        pair.migrate("unix")
+        pair.src.wait_for_dirty_sync(1)
+        self.cancel_running_migration()
+        migrate_again(self.pair)
+        self.verify_migration()
+
+    def test_at_pre_switchover(self) -> None:
+        """Cancelled while held before the switchover: the guest was never stopped."""
+        pair = self.start_pair()
+        pair.src.set_capabilities({"pause-before-switchover": True})
+        pair.allow_convergence()
+        pair.migrate("unix")
+        pair.src.wait_for_status("pre-switchover", fail_on=("completed", "failed"))
+        self.cancel_running_migration()
+        pair.src.set_capabilities({"pause-before-switchover": False})
+        migrate_again(self.pair)
+        self.verify_migration()
+
+    def test_twice(self) -> None:
+        """A second cancel, once cancelled, changes nothing."""
+        pair = self.start_pair()
+        pair.prevent_convergence()
+        pair.migrate("unix")
+        pair.src.wait_for_dirty_sync(1)
+        self.cancel_running_migration()
+        pair.src.cancel()
+        self.assertEqual(pair.src.info()["status"], "cancelled")
+        migrate_again(self.pair)
+        self.verify_migration()
+
+    def test_after_completion(self) -> None:
+        """Once completed there is nothing to cancel: the destination keeps the guest."""
+        pair = self.start_pair()
+        live_precopy(pair, "unix")
+        pair.src.cancel()
+        self.assertEqual(pair.src.info()["status"], "completed")
+        self.verify_migration()
+
+    def test_after_failure(self) -> None:
+        """Once failed there is nothing to cancel; a new migration completes."""
+        pair = self.start_pair()
+        with socket.socket() as unused:  # bound, never listening: refuses
+            unused.bind(("127.0.0.1", 0))
+            pair.src.migrate(f"tcp:127.0.0.1:{unused.getsockname()[1]}")
+            pair.src.wait_for_status("failed", fail_on=("completed", "cancelled"))
+        pair.src.cancel()
+        self.assertEqual(pair.src.info()["status"], "failed")
+        self.assert_guest_runs(pair.src.machine)
+        live_precopy(pair, "unix")
+        self.verify_migration()
