@@ -58,6 +58,12 @@ def test_a_value_not_built_in_is_a_cancel_that_strict_mode_keeps() -> None:
     with pytest.raises(Unavailable, match=r"does not take 'zstd' \(it takes none, zlib\)") as lack:
         side.require_argument_value("migrate-set-parameters", "multifd-compression", "zstd")
     assert lack.value.expected is False
+    with pytest.raises(Unavailable, match=r"does not take 'qpl' .*: added in QEMU 9\.1"):
+        side.require_argument_value("migrate-set-parameters", "multifd-compression", "qpl")
+    with pytest.raises(Unavailable, match=r"does not take 'qpl' .*: not built in"):
+        endpoint((10, 0, 13)).require_argument_value(
+            "migrate-set-parameters", "multifd-compression", "qpl"
+        )
 
 
 def test_a_combination_works_from_its_version_and_a_typo_is_an_error() -> None:

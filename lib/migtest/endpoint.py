@@ -148,9 +148,11 @@ class Endpoint:
         self.require_arguments(command, [argument])
         values = self.argument_values(command, argument)
         if value not in values:
+            feature = f"{argument}={value}"
+            why = lifetime(feature) if not expected_in(feature, self.version[:2]) else ""
             raise Unavailable(
                 f"{self.describe()}: '{argument}' does not take {value!r} "
-                f"(it takes {', '.join(sorted(values))}): not built in",
+                f"(it takes {', '.join(sorted(values))}): {why.strip(' ()') or 'not built in'}",
                 expected=False,
             )
 

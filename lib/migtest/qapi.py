@@ -45,6 +45,10 @@ ADDED_IN: Dict[str, Tuple[int, int]] = {
     "direct-io": (9, 1),
     "multifd-qatzip-level": (9, 2),
     "cpr-exec-command": (10, 2),
+    # Values of an enum argument: ``argument=value``.
+    "multifd-compression=qpl": (9, 1),
+    "multifd-compression=uadk": (9, 1),
+    "multifd-compression=qatzip": (9, 2),
 }
 #: Combinations of features that the schema cannot show, and the version
 #: they work from.  Postcopy with multifd: 8.x to 10.0 refuse it

@@ -64,6 +64,18 @@ class Multifd(MigrationTest):
         """Pages compressed with zstd, at a level read back on both sides."""
         self.multifd_precopy(compression="zstd", parameters={"multifd-zstd-level": 2})
 
+    def test_qpl(self) -> None:
+        """Pages compressed by Intel's QPL (CANCEL where QEMU was built without it)."""
+        self.multifd_precopy(compression="qpl")
+
+    def test_uadk(self) -> None:
+        """Pages compressed by UADK hardware (CANCEL where QEMU was built without it)."""
+        self.multifd_precopy(compression="uadk")
+
+    def test_qatzip(self) -> None:
+        """Pages compressed by Intel QAT (CANCEL where QEMU was built without it)."""
+        self.multifd_precopy(compression="qatzip")
+
     def test_zero_page_detection_legacy(self) -> None:
         """Zero pages found by the migration thread, not sent (QEMU 9.0 on)."""
         final = self.multifd_precopy(parameters={"zero-page-detection": "legacy"})
