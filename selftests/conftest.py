@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
 from importlib.machinery import SourceFileLoader
 from importlib.util import module_from_spec, spec_from_loader
@@ -29,6 +30,17 @@ def load_script(name: str) -> ModuleType:
     sys.modules[module_name] = module  # its dataclasses look themselves up there
     loader.exec_module(module)
     return module
+
+
+def as_in_a_terminal() -> None:
+    """For ``preexec_fn``: Ctrl-C's signal acts, as in a terminal's foreground job.
+
+    A shell without job control starts a background command with SIGINT
+    ignored, and its children inherit that: a self-test of what Ctrl-C
+    does, run from such a command (CI started with ``&``), would send a
+    signal nobody hears.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def qemu_or_skip(arch: str) -> str:

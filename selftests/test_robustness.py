@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, as_in_a_terminal
 
 from migtest.errors import WaitTimeout
 from migtest.wait import wait_for
@@ -185,7 +185,7 @@ def test_interrupted_job_leaves_nothing(tmp_path: Path, signum: int) -> None:
     wrapper, token = qemu_wrapper(tmp_path, "-S")
     job = subprocess.Popen(avocado(tmp_path, f"qemu_bin={wrapper}", "boot_timeout=60"), cwd=ROOT,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           start_new_session=True)  # fmt: skip
+                           start_new_session=True, preexec_fn=as_in_a_terminal)  # fmt: skip
     try:
 
         def started() -> tuple[bool, int]:
@@ -221,7 +221,8 @@ def start_parallel_job(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
     parallel = ["--max-parallel-tasks", "2"]
     command = avocado(tmp_path, *params, tests=tests, config=None, options=parallel)
     job = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+                           stderr=subprocess.DEVNULL, start_new_session=True,
+                           preexec_fn=as_in_a_terminal)  # fmt: skip
 
     def migrating() -> tuple[bool, int]:
         sockets = len(socket_files(tmp_path))

@@ -23,7 +23,7 @@ from types import ModuleType
 from typing import Any, Dict, List, Set, Tuple
 
 import pytest
-from conftest import ROOT, qemu_or_skip
+from conftest import ROOT, as_in_a_terminal, qemu_or_skip
 
 from migtest.artifacts import METRICS_FILE, TRACE_FILE
 from migtest.machine import LAUNCH_PREFIX
@@ -119,6 +119,7 @@ def test_soak_interrupted_stops_load_and_avocado(tmp_path: Path) -> None:
         [sys.executable, str(ROOT / "scripts/soak"), "--runs", "3", "--arch", "x86_64",
          "--load", "--results", str(tmp_path), UNIX],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=as_in_a_terminal,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
