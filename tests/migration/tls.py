@@ -15,10 +15,12 @@ from migtest.tls import (
 )
 from migtest.verify import RUN_TIMEOUT
 
-#: What a source says when the server cuts it off mid-handshake: the write
-#: fails (7.2: "Cannot write to TLS channel: Input/output error"; 11.1:
-#: "Cannot uncork TLS output: Error in the push function.").
-SOURCE_CUT_OFF = r"Cannot (write to|uncork) TLS"
+#: What a source says when the server cuts it off after the handshake:
+#: whichever write failed first (7.2: "Cannot write to TLS channel:
+#: Input/output error"; 11.1.3: "Cannot uncork TLS output: Error in the
+#: push function."; 10.0.2, 10.0.13 and 11.1.2: "Unable to write to
+#: socket: Connection reset by peer").
+SOURCE_CUT_OFF = r"Cannot (write to|uncork) TLS|Unable to write to socket"
 
 
 class Tls(MigrationTest):
