@@ -7,7 +7,7 @@ migrations on purpose and check that the suite, and QEMU, notice.
 from migtest.arch import MiB
 from migtest.errors import CheckFailure, QMPConnectionLost
 from migtest.proxy import Corruption, FaultyChannel
-from migtest.scenarios import migrate_again
+from migtest.scenarios import migrate_again, postcopy_recovered
 from migtest.test import MigrationTest
 from migtest.transport import TcpChannel, UnixChannel
 
@@ -58,20 +58,8 @@ class Faults(MigrationTest):
         """The link drops in postcopy: both sides pause, and recover over a new one."""
         pair = self.start_pair(dst_paused=False)
         self.enable_postcopy()
-        pair.dst.require_commands(["migrate-recover"])
-        pair.prevent_convergence()
-        pair.src.set_parameters({"max-postcopy-bandwidth": 4096})
         link = FaultyChannel(TcpChannel())
-        pair.migrate(link)
-        pair.src.wait_for_dirty_sync(2)
-        pair.start_postcopy()
-        pair.wait_for_postcopy()
-        link.cut()
-        for side in (pair.src, pair.dst):
-            side.wait_for_status("postcopy-paused", fail_on=("failed", "completed"))
-        pair.recover("unix")
-        pair.src.set_parameters({"max-postcopy-bandwidth": 0})
-        pair.wait_for_completion()
+        postcopy_recovered(pair, link, "unix", pause=link.cut)
         self.verify_migration()
 
     def assert_source_survived(self) -> None:
