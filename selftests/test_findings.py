@@ -191,6 +191,7 @@ def test_a_real_finding_ends_the_test_in_cancel_even_in_strict_mode(tmp_path: Pa
     assert test["status"] == "CANCEL", test["fail_reason"]
     assert "known QEMU finding ppc64-slb-version (QEMU bug)" in test["fail_reason"]
     assert "is too new for local version_id" in test["fail_reason"]
+    assert re.search(r"; QEMU 11\.1\.\d+ -> 7\.2\.\d+, ppc64$", test["fail_reason"])
     assert result["exit_code"] == 0
 
 

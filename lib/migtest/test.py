@@ -276,8 +276,14 @@ class MigrationTest(Test):
         versions, what QEMU said), so this is not a skip of the test but
         the test's verdict; the logs stay with the result as for a FAIL.
         """
-        self.log.error("%s", hit)
-        self.cancel(str(hit))
+        where = self._versions()
+        if where is not None:  # it is: a hit needs them
+            arch, src, dst = where
+            hit_at = f"{hit}; QEMU {'.'.join(map(str, src))} -> {'.'.join(map(str, dst))}, {arch}"
+        else:
+            hit_at = str(hit)
+        self.log.error("%s", hit_at)
+        self.cancel(hit_at)
         raise AssertionError("unreachable: cancel() returned")
 
     def _versions(self) -> Optional[Tuple[str, Tuple[int, ...], Tuple[int, ...]]]:
