@@ -7,9 +7,17 @@ QEMU 7.2's ``query-migrate`` and MIGRATION events.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Dict, List
 
-from migtest.metrics import SAMPLE_INTERVAL, MigrationRecorder, summarize
+from migtest.metrics import (
+    SAMPLE_INTERVAL,
+    MigrationRecorder,
+    multifd_share,
+    read_settings,
+    settings_from_trace,
+    summarize,
+)
 
 #: A wall-clock time, as QMP timestamps are: large enough that float
 #: rounding shows if the code loses precision subtracting it.
@@ -56,7 +64,7 @@ def event(name: str, seconds: int, microseconds: int) -> Dict[str, Any]:
 
 
 #: QEMU 7.2's answer on a source mid-precopy: some members are plotted,
-#: others (sizes, page counts, setup-time) must stay out of the samples.
+#: others (sizes, most page counts, setup-time) must stay out of the samples.
 ACTIVE = {
     "status": "active",
     "setup-time": 12,
@@ -121,6 +129,9 @@ def test_a_sample_keeps_the_plotted_numbers_flat() -> None:
             "postcopy-bytes": 0,
             "postcopy-requests": 0,
             "pages-per-second": 30000,
+            "multifd-bytes": 0,
+            "normal-bytes": 122880000,
+            "duplicate": 30000,
         }
     ]
 
@@ -288,3 +299,98 @@ def test_missing_figures_are_unknown_not_zero() -> None:
     assert summarize({"ram": {"transferred": 1 << 20}}) == (
         "?, total ? ms, downtime ? ms, setup ? ms, 1.0 MiB sent at ? Mbit/s, ? dirty syncs"
     )
+
+
+# -- settings, from the QMP trace ----------------------------------------------
+
+
+def trace(side: str, message: str) -> str:
+    """A record of the QMP trace, as the test's handler writes it."""
+    return f"2026-12-01 20:30:29,836 migtest.qmp.{side} {message}\n"
+
+
+PARAMETERS = {"multifd-channels": 4, "multifd-compression": "zstd", "multifd-zstd-level": 2,
+              "tls-creds": "", "announce-step": 100, "block-bitmap-mapping": []}  # fmt: skip
+CAPABILITIES = [{"capability": "multifd", "state": True}, {"capability": "xbzrle", "state": False},
+                {"capability": "events", "state": True}]  # fmt: skip
+
+
+def test_settings_are_the_last_read_back_before_the_first_migrate() -> None:
+    lines = [
+        trace("src", "-> query-migrate-parameters {}"),
+        trace("src", f"<- {dict(PARAMETERS, **{'multifd-channels': 2})}"),
+        trace("src", "-> query-migrate-capabilities {}"),
+        trace("dst", "-> query-migrate-parameters {}"),  # the other side, in between
+        trace("dst", "<- {'multifd-channels': 16}"),
+        trace("src", f"<- {CAPABILITIES}"),
+        trace("src", "-> migrate-set-parameters {'multifd-channels': 4}"),
+        trace("src", "<- {}"),
+        trace("src", "-> query-migrate-parameters {}"),
+        trace("src", f"<- {PARAMETERS}"),
+        trace("src", "-> migrate {'uri': 'tcp:127.0.0.1:4444'}"),
+        trace("src", "<- {}"),
+        trace("src", "-> query-migrate-parameters {}"),  # after the start: not the start's
+        trace("src", "<- {'multifd-channels': 8}"),
+    ]
+    assert settings_from_trace(lines) == {
+        # Only the parameters that say what was exercised are kept.
+        "parameters": {
+            "multifd-channels": 4,
+            "multifd-compression": "zstd",
+            "multifd-zstd-level": 2,
+            "tls-creds": "",
+        },
+        "capabilities": ["events", "multifd"],
+    }
+    assert settings_from_trace(lines, "dst") == {"parameters": {"multifd-channels": 16}}
+
+
+def test_an_unanswered_or_cut_record_leaves_what_was_read() -> None:
+    lines = [
+        trace("src", "-> query-migrate-parameters {}"),
+        trace("src", "<- {'multifd-channels': 4}"),
+        trace("src", "-> query-migrate-parameters {}"),  # answered with an error: no record
+        trace("src", "-> query-status {}"),
+        trace("src", "<- {'status': 'running'}"),  # not an answer to a settings query
+        trace("src", "-> query-migrate-parameters {}"),
+        trace("src", "<- {'multifd-channels': 8, 'tls-cr"),  # cut short
+        "not a record\n",
+    ]
+    assert settings_from_trace(lines) == {"parameters": {"multifd-channels": 4}}
+    assert settings_from_trace([]) == {}
+
+
+def test_a_missing_trace_has_no_settings(tmp_path: Path) -> None:
+    assert read_settings(tmp_path / "qmp.log") == {}
+    (tmp_path / "qmp.log").write_text("".join([
+        trace("src", "-> query-migrate-parameters {}"), trace("src", "<- {'tls-creds': 'tls0'}")
+    ]))  # fmt: skip
+    assert read_settings(tmp_path / "qmp.log") == {"parameters": {"tls-creds": "tls0"}}
+
+
+# -- the figures of the features used ------------------------------------------
+
+MULTIFD = dict(COMPLETED, ram=dict(COMPLETED["ram"], **{"multifd-bytes": 150994944,
+                                                       "duplicate": 13073}))  # fmt: skip
+
+
+def test_summary_names_the_features_the_data_shows() -> None:
+    settings = {"parameters": PARAMETERS, "capabilities": ["multifd"]}
+    samples = [{"t": 0.0}, {"t": 0.1, "cpu-throttle-percentage": 5},
+               {"t": 0.2, "cpu-throttle-percentage": 55}]  # fmt: skip
+    line = summarize(MULTIFD, samples=samples, settings=settings)
+    assert line.endswith(
+        ", throttle peak 55%, multifd 96% of bytes over 4 channels, zstd level 2, 13073 zero pages"
+    )
+
+
+def test_multifd_that_sent_nothing_is_not_claimed() -> None:
+    """The multifd capability and channels set are no proof: the bytes are."""
+    settings = {"parameters": dict(PARAMETERS, **{"tls-creds": "tls0"}),
+                "capabilities": ["multifd"]}  # fmt: skip
+    line = summarize(COMPLETED, settings=settings)
+    assert "multifd" not in line and "zstd" not in line
+    assert line.endswith(", over TLS")
+    assert multifd_share({"multifd-bytes": 0, "transferred": 10}) is None
+    assert multifd_share({"transferred": 10}) is None
+    assert multifd_share({"multifd-bytes": 12, "transferred": 10}) == 1.0

@@ -9,8 +9,10 @@ asking for them.
 
 from __future__ import annotations
 
+import ast
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 #: Seconds between two kept samples (status changes are always kept).
 SAMPLE_INTERVAL = 0.05
@@ -19,9 +21,22 @@ SAMPLE_INTERVAL = 0.05
 RAM_FIELDS = (
     "remaining", "transferred", "mbps", "dirty-pages-rate", "dirty-sync-count",
     "precopy-bytes", "postcopy-bytes", "postcopy-requests", "pages-per-second",
+    # What the feature panels draw: the bytes all multifd channels sent
+    # together (QEMU counts no channel apart), and the zero pages found.
+    "multifd-bytes", "normal-bytes", "duplicate",
 )  # fmt: skip
-#: Numbers kept from the top level of ``query-migrate``.
-TOP_FIELDS = ("expected-downtime", "cpu-throttle-percentage", "total-time")
+#: Numbers kept from the top level of ``query-migrate`` (the blocktime is
+#: a postcopy destination's, with the postcopy-blocktime capability).
+TOP_FIELDS = ("expected-downtime", "cpu-throttle-percentage", "total-time", "postcopy-blocktime")
+
+#: The migration parameters ``migration.json`` keeps: those that say what
+#: a test exercised (the feature panels and the summary name them).
+SETTINGS_PARAMETERS = (
+    "multifd-channels", "multifd-compression", "multifd-zlib-level", "multifd-zstd-level",
+    "multifd-qatzip-level", "zero-page-detection", "tls-creds", "tls-hostname",
+    "cpu-throttle-initial", "cpu-throttle-increment", "max-cpu-throttle", "max-bandwidth",
+    "downtime-limit", "max-postcopy-bandwidth", "xbzrle-cache-size",
+)  # fmt: skip
 
 
 class MigrationRecorder:
@@ -90,12 +105,81 @@ def _event_time(event: Mapping[str, Any]) -> float:
     return float(stamp["seconds"]) + float(stamp["microseconds"]) / 1e6
 
 
+def read_settings(trace: Path, side: str = "src") -> Dict[str, Any]:
+    """What ``side`` was set to migrate with, read back from the test's QMP trace.
+
+    See :func:`settings_from_trace`; a trace that cannot be read gives ``{}``.
+    """
+    try:
+        with trace.open(encoding="utf-8", errors="replace") as lines:
+            return settings_from_trace(lines, side)
+    except OSError:
+        return {}
+
+
+def settings_from_trace(lines: Iterable[str], side: str = "src") -> Dict[str, Any]:
+    """The parameters and enabled capabilities ``side`` had at its first ``migrate``.
+
+    The suite reads them back after setting them (``query-migrate-parameters``,
+    ``query-migrate-capabilities``), so the last answers before the
+    ``migrate`` command are what the migration ran with; they are taken
+    from the trace rather than asked for again, as the QEMUs are gone by
+    the time the metrics are saved.  Only :data:`SETTINGS_PARAMETERS` are
+    kept.
+
+    :param lines: the QMP trace, records as :data:`migtest.test.TRACE_FORMAT`
+        writes them (``<date> <time> migtest.qmp.src -> migrate {...}``).
+    :return: ``{"parameters": {...}, "capabilities": [enabled, ...]}``, each
+        member only when its query was seen; ``{}`` when neither was.
+    """
+    # Imported here: the report reads metrics without loading the QMP client.
+    from .qmp import ANSWER_PREFIX, COMMAND_PREFIX, TRACE_LOGGER
+
+    logger = f"{TRACE_LOGGER}.{side}"
+    wanted = ("query-migrate-parameters", "query-migrate-capabilities")
+    settings: Dict[str, Any] = {}
+    asked = ""
+    for line in lines:
+        fields = line.rstrip("\n").split(" ", 3)
+        if len(fields) < 4 or fields[2] != logger:
+            continue
+        message = fields[3]
+        if message.startswith(COMMAND_PREFIX):
+            command = message[len(COMMAND_PREFIX) :].split(" ", 1)[0]
+            if command == "migrate":
+                break
+            asked = command if command in wanted else ""
+        elif asked and message.startswith(ANSWER_PREFIX):
+            try:
+                answer = ast.literal_eval(message[len(ANSWER_PREFIX) :])
+            except (ValueError, SyntaxError):
+                continue  # a record cut short: the previous answer stands
+            if asked == wanted[0] and isinstance(answer, dict):
+                settings["parameters"] = {k: answer[k] for k in SETTINGS_PARAMETERS if k in answer}
+            elif isinstance(answer, list):
+                settings["capabilities"] = sorted(
+                    str(c.get("capability")) for c in answer if c.get("state")
+                )
+            asked = ""
+    return settings
+
+
 def _mib(value: float) -> str:
     return f"{value / (1 << 20):.1f} MiB"
 
 
-def summarize(final: Mapping[str, Any]) -> str:
-    """One line of the numbers people look at first."""
+def summarize(
+    final: Mapping[str, Any],
+    *,
+    samples: Sequence[Mapping[str, Any]] = (),
+    settings: Optional[Mapping[str, Any]] = None,
+) -> str:
+    """One line of the numbers people look at first.
+
+    :param samples: the source's samples, for the throttle's peak.
+    :param settings: what :func:`settings_from_trace` found, for what the
+        test exercised (multifd channels and compression, TLS).
+    """
     if not final:
         return "no migration completed"
     ram = final.get("ram", {})
@@ -119,4 +203,38 @@ def summarize(final: Mapping[str, Any]) -> str:
         parts.append(f"xbzrle {final['xbzrle-cache'].get('pages', 0)} pages")
     if "cpu-throttle-percentage" in final:
         parts.append(f"throttle {final['cpu-throttle-percentage']}%")
-    return ", ".join(parts)
+    peak = max((s["cpu-throttle-percentage"] for s in samples
+                if "cpu-throttle-percentage" in s), default=None)  # fmt: skip
+    if peak is not None:
+        parts.append(f"throttle peak {peak}%")
+    return ", ".join(parts + _feature_parts(ram, settings or {}))
+
+
+def multifd_share(ram: Mapping[str, Any]) -> Optional[float]:
+    """The part of all bytes sent that went through the multifd channels.
+
+    ``None`` when QEMU gave no figure, or multifd sent nothing: a share of
+    zero is no multifd at all, not a feature to show.
+    """
+    multifd, total = ram.get("multifd-bytes") or 0, ram.get("transferred") or 0
+    return min(multifd / total, 1.0) if multifd > 0 and total > 0 else None
+
+
+def _feature_parts(ram: Mapping[str, Any], settings: Mapping[str, Any]) -> List[str]:
+    """The figures of the features a migration used, as the data shows them."""
+    parameters = settings.get("parameters") or {}
+    parts = []
+    share = multifd_share(ram)
+    if share is not None:
+        channels = parameters.get("multifd-channels")
+        over = f" over {channels} channels" if channels else ""
+        parts.append(f"multifd {share:.0%} of bytes{over}")
+        method = parameters.get("multifd-compression")
+        if method and method != "none":
+            level = parameters.get(f"multifd-{method}-level")
+            parts.append(f"{method}" + (f" level {level}" if level is not None else ""))
+        if "duplicate" in ram:
+            parts.append(f"{ram['duplicate']} zero pages")
+    if parameters.get("tls-creds"):
+        parts.append("over TLS")
+    return parts

@@ -24,7 +24,7 @@ from .artifacts import METRICS_FILE, PLOT_FILE, TRACE_FILE
 from .errors import MigtestError, QMPError, Unavailable
 from .findings import Hit, expected_to_fail, explain
 from .machine import QEMUMachine, end_with_job, stop_all
-from .metrics import summarize
+from .metrics import read_settings, summarize
 from .pair import MigrationPair
 from .params import SuiteParams
 from .qapi import Capability
@@ -223,17 +223,21 @@ class MigrationTest(Test):
         }
         if not any(side["samples"] for side in sides.values()):
             return
+        settings = read_settings(Path(self.logdir) / TRACE_FILE)
         report = {
             "test": str(self.name),
             "arch": self.suite.profile.name,
             "accel": self.suite.accel,
             # The newest destination is the one the migration went to.
             "qemu": {"src": self.pair.src.version_text, "dst": self.pair.dst.version_text},
+            # What the source was set to migrate with: the plot shows its features.
+            "settings": settings,
             "sides": sides,
         }
         (Path(self.outputdir) / METRICS_FILE).write_text(json.dumps(report, indent=1))
         (Path(self.outputdir) / PLOT_FILE).write_text(render_timeline_svg(report))
-        line = summarize(self.pair.src.recorder.final)
+        recorder = self.pair.src.recorder
+        line = summarize(recorder.final, samples=recorder.samples, settings=settings)
         self.log.info("migration: %s", line)
         self.whiteboard = line
 

@@ -13,15 +13,30 @@ destination that paused or failed on its own is visible too.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import escape
 
 from ..arch import MiB
+from .svg import (
+    CHAR_W,
+    GRID_INK,
+    LEFT,
+    MUTED_INK,
+    RIGHT,
+    TEXT_INK,
+    WIDTH,
+    Point,
+    Scale,
+    fmt_tick,
+    nice_ticks,
+    points_attr,
+    svg_text,
+    time_ticks,
+)
 
-#: The size the picture is drawn for, in pixels.
-WIDTH, HEIGHT = 800, 360
+#: The size the picture is drawn for, in pixels (feature panels add height).
+HEIGHT = 360
 #: QEMU's target page size when ``migration.json`` does not say.
 DEFAULT_PAGE_SIZE = 4096
 #: The shortest time axis, so one sample still gets a readable scale.
@@ -45,14 +60,9 @@ PHASES: Dict[str, Tuple[str, str, str]] = {
 _OTHER_PHASE = ("#ececec", "#888888")
 
 REMAINING_INK, THROUGHPUT_INK, DIRTY_INK = "#1f5fc0", "#e07800", "#9b3fcf"
-TEXT_INK, MUTED_INK, GRID_INK = "#24292f", "#6e7781", "#e6e8eb"
 
 _TITLE_Y, _LANE_TOP, _LANE_H, _LANE_GAP = 22, 36, 14, 3
-_LEFT, _RIGHT, _BOTTOM = 70, WIDTH - 70, HEIGHT - 66
-#: Rough width of one character of the 11 px font, to decide what fits.
-_CHAR_W = 6.2
-
-Point = Tuple[float, float]
+_LEFT, _RIGHT, _BOTTOM = LEFT, RIGHT, HEIGHT - 66
 
 
 @dataclass(frozen=True)
@@ -73,18 +83,6 @@ class _Timeline:
     dirty: List[Point]
     span: float
     page_size: int
-
-
-@dataclass(frozen=True)
-class _Scale:
-    """Maps ``[0, hi]`` onto pixels ``a`` to ``b``."""
-
-    hi: float
-    a: float
-    b: float
-
-    def __call__(self, value: float) -> float:
-        return round(self.a + value * (self.b - self.a) / self.hi, 1)
 
 
 def render_timeline_svg(report: Mapping[str, Any]) -> str:
@@ -111,7 +109,7 @@ def render_timeline_svg(report: Mapping[str, Any]) -> str:
     ]
     if not (frame.left_ticks or frame.right_ticks):
         middle = (frame.top + _BOTTOM) / 2
-        parts.append(_text((_LEFT + _RIGHT) / 2, middle, "no RAM figures recorded",
+        parts.append(svg_text((_LEFT + _RIGHT) / 2, middle, "no RAM figures recorded",
                            anchor="middle", fill=MUTED_INK, font_size=13))  # fmt: skip
     title = escape(f"Migration timeline of {report.get('test', 'an unnamed test')}")
     return (
@@ -133,9 +131,9 @@ class _Frame:
     """
 
     top: float
-    x: _Scale
-    y_left: _Scale
-    y_right: _Scale
+    x: Scale
+    y_left: Scale
+    y_right: Scale
     left_ticks: List[float]
     right_ticks: List[float]
     #: The pixel heights of the horizontal grid lines, from the bottom up.
@@ -145,17 +143,17 @@ class _Frame:
 def _frame(timeline: _Timeline) -> _Frame:
     """Scales whose value axes share grid lines: the same number of intervals."""
     top = _LANE_TOP + len(timeline.lanes) * (_LANE_H + _LANE_GAP) + 10
-    left = _ticks(max((v for _, v in timeline.remaining), default=0.0))
+    left = nice_ticks(max((v for _, v in timeline.remaining), default=0.0))
     rates = [v for _, v in timeline.throughput + timeline.dirty]
-    right = _ticks(max(rates, default=0.0), intervals=len(left) - 1)
+    right = nice_ticks(max(rates, default=0.0), intervals=len(left) - 1)
     return _Frame(
         top=top,
-        x=_Scale(timeline.span, _LEFT, _RIGHT),
-        y_left=_Scale(left[-1], _BOTTOM, top),
-        y_right=_Scale(right[-1], _BOTTOM, top),
+        x=Scale(timeline.span, _LEFT, _RIGHT),
+        y_left=Scale(left[-1], _BOTTOM, top),
+        y_right=Scale(right[-1], _BOTTOM, top),
         left_ticks=left if timeline.remaining else [],
         right_ticks=right if rates else [],
-        grid=[_Scale(left[-1], _BOTTOM, top)(v) for v in left],
+        grid=[Scale(left[-1], _BOTTOM, top)(v) for v in left],
     )
 
 
@@ -195,40 +193,6 @@ def _timeline(sides: Mapping[str, Any]) -> _Timeline:
     )
 
 
-def _ticks(hi: float, intervals: int = 0) -> List[float]:
-    """Round tick values from 0 to at least ``hi``.
-
-    :param intervals: force this many intervals, so that a second axis puts
-        its ticks on the first one's grid lines; 0 chooses about five.
-    """
-    hi = hi if hi > 0 else 1.0
-    wanted = intervals or 5
-    raw = hi / wanted
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw * (1 - 1e-9))
-    count = intervals or max(1, math.ceil(hi / step - 1e-9))
-    return [i * step for i in range(count + 1)]
-
-
-def _time_ticks(span: float) -> List[float]:
-    """Ticks inside ``[0, span]``: the time axis ends with the last record."""
-    ticks = _ticks(span)
-    return [t for t in ticks if t <= span * (1 + 1e-9)]
-
-
-def _fmt(value: float, step: float) -> str:
-    """``value`` with as many decimals as the tick step needs, thousands grouped."""
-    decimals = 0
-    while decimals < 6 and abs(step * 10**decimals - round(step * 10**decimals)) > 1e-6:
-        decimals += 1
-    return f"{value:,.{decimals}f}"
-
-
-def _text(x: float, y: float, content: str, *, anchor: str = "start", **attrs: Any) -> str:
-    extra = "".join(f" {k.replace('_', '-')}={quoteattr(str(v))}" for k, v in attrs.items())
-    return f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}"{extra}>{escape(content)}</text>'
-
-
 def _header(report: Mapping[str, Any]) -> str:
     """The test's short name, its variant, and how the migration ended."""
     name = str(report.get("test", "?")).split(";")[0].rsplit(":", 1)[-1]
@@ -247,17 +211,17 @@ def _header(report: Mapping[str, Any]) -> str:
         f'<text x="16" y="{_TITLE_Y}"><tspan font-size="15" font-weight="600">{escape(name)}'
         f'</tspan><tspan dx="10" font-size="12" fill="{MUTED_INK}">{escape(variant)}</tspan>'
         "</text>\n"
-        + _text(WIDTH - 16, _TITLE_Y, "  ·  ".join(outcome), anchor="end", fill=ink,
+        + svg_text(WIDTH - 16, _TITLE_Y, "  ·  ".join(outcome), anchor="end", fill=ink,
                 font_size=12, font_weight=600)
     )  # fmt: skip
 
 
-def _lanes(timeline: _Timeline, x: _Scale) -> List[str]:
+def _lanes(timeline: _Timeline, x: Scale) -> List[str]:
     """One lane of status segments per side, labelled where the label fits."""
     out = []
     for row, (side, phases) in enumerate(timeline.lanes.items()):
         y = _LANE_TOP + row * (_LANE_H + _LANE_GAP)
-        out.append(_text(_LEFT - 8, y + _LANE_H - 3, side, anchor="end", fill=MUTED_INK))
+        out.append(svg_text(_LEFT - 8, y + _LANE_H - 3, side, anchor="end", fill=MUTED_INK))
         for phase in phases:
             fill, ink, label = PHASES.get(phase.status, (*_OTHER_PHASE, phase.status))
             x0, x1 = x(phase.start), x(phase.end)
@@ -268,9 +232,9 @@ def _lanes(timeline: _Timeline, x: _Scale) -> List[str]:
                 f'<g><title>{escape(tip)}</title><rect x="{x0}" y="{y}" width="{width:.1f}" '
                 f'height="{_LANE_H}" rx="2" fill="{fill}" stroke="{ink}" stroke-width="0.6"/>'
             )
-            fitting = [t for t in (phase.status, label) if len(t) * _CHAR_W * 0.92 + 6 <= width]
+            fitting = [t for t in (phase.status, label) if len(t) * CHAR_W * 0.92 + 6 <= width]
             if fitting:
-                out.append(_text(x0 + 4, y + _LANE_H - 3.5, fitting[0], font_size=10))
+                out.append(svg_text(x0 + 4, y + _LANE_H - 3.5, fitting[0], font_size=10))
             out.append("</g>")
     return out
 
@@ -310,25 +274,21 @@ def _axes(frame: _Frame) -> List[str]:
         (frame.right_ticks, _RIGHT + 6, "start", THROUGHPUT_INK),
     ):
         for value, y in zip(ticks, frame.grid):
-            out.append(_text(tick_x, y + 4, _fmt(value, ticks[1]), anchor=anchor, fill=ink))
-    times = _time_ticks(x.hi)
+            out.append(svg_text(tick_x, y + 4, fmt_tick(value, ticks[1]), anchor=anchor, fill=ink))
+    times = time_ticks(x.hi)
     for t in times:
         out.append(f'<line x1="{x(t)}" y1="{_BOTTOM}" x2="{x(t)}" y2="{_BOTTOM + 4}" '
                    f'stroke="{MUTED_INK}"/>')  # fmt: skip
-        out.append(_text(x(t), _BOTTOM + 16, f"{_fmt(t, times[1])} s", anchor="middle"))
+        out.append(svg_text(x(t), _BOTTOM + 16, f"{fmt_tick(t, times[1])} s", anchor="middle"))
     mid = (_BOTTOM + top) / 2
     out += [
         f'<path d="M{_LEFT},{top} V{_BOTTOM} H{_RIGHT} V{top}" fill="none" stroke="{MUTED_INK}"/>',
-        _text(18, mid, "remaining RAM (MiB)", anchor="middle", fill=REMAINING_INK,
+        svg_text(18, mid, "remaining RAM (MiB)", anchor="middle", fill=REMAINING_INK,
               transform=f"rotate(-90 18 {mid})"),
-        _text(WIDTH - 14, mid, "rate (Mbit/s)", anchor="middle", fill=THROUGHPUT_INK,
+        svg_text(WIDTH - 14, mid, "rate (Mbit/s)", anchor="middle", fill=THROUGHPUT_INK,
               transform=f"rotate(90 {WIDTH - 14} {mid})"),
     ]  # fmt: skip
     return out
-
-
-def _path(points: Sequence[Point], x: _Scale, y: _Scale) -> str:
-    return " ".join(f"{x(t)},{y(v)}" for t, v in points)
 
 
 def _series(timeline: _Timeline, frame: _Frame) -> List[str]:
@@ -337,7 +297,7 @@ def _series(timeline: _Timeline, frame: _Frame) -> List[str]:
     if len(timeline.remaining) > 1:
         first, last = timeline.remaining[0][0], timeline.remaining[-1][0]
         out.append(
-            f'<polygon points="{x(first)},{_BOTTOM} {_path(timeline.remaining, x, y_left)} '
+            f'<polygon points="{x(first)},{_BOTTOM} {points_attr(timeline.remaining, x, y_left)} '
             f'{x(last)},{_BOTTOM}" fill="{REMAINING_INK}" opacity="0.10"/>'
         )
     for points, y, ink, dash in (
@@ -347,7 +307,7 @@ def _series(timeline: _Timeline, frame: _Frame) -> List[str]:
     ):
         if len(points) > 1:
             out.append(
-                f'<polyline points="{_path(points, x, y)}" fill="none" stroke="{ink}" '
+                f'<polyline points="{points_attr(points, x, y)}" fill="none" stroke="{ink}" '
                 f'stroke-width="2" stroke-linejoin="round"{dash}/>'
             )
         for t, v in points if len(points) < 4 else ():
@@ -372,17 +332,17 @@ def _legend(timeline: _Timeline) -> List[str]:
     for label, ink, dash in curves:
         out.append(f'<line x1="{cursor}" y1="{y - 4}" x2="{cursor + 22}" y2="{y - 4}" '
                    f'stroke="{ink}" stroke-width="2"{dash}/>')  # fmt: skip
-        out.append(_text(cursor + 28, y, label))
-        cursor += 28 + len(label) * _CHAR_W + 22
+        out.append(svg_text(cursor + 28, y, label))
+        cursor += 28 + len(label) * CHAR_W + 22
     seen = {p.status for phases in timeline.lanes.values() for p in phases}
     cursor, y = float(_LEFT), HEIGHT - 10
     for status in [*(s for s in PHASES if s in seen), *sorted(seen - PHASES.keys())]:
         fill, ink = PHASES.get(status, _OTHER_PHASE)[:2]
         out.append(f'<rect x="{cursor}" y="{y - 9}" width="14" height="10" rx="2" '
                    f'fill="{fill}" stroke="{ink}" stroke-width="0.6"/>')  # fmt: skip
-        out.append(_text(cursor + 19, y, status, fill=MUTED_INK))
-        cursor += 19 + len(status) * _CHAR_W + 16
+        out.append(svg_text(cursor + 19, y, status, fill=MUTED_INK))
+        cursor += 19 + len(status) * CHAR_W + 16
     note = "src changes solid, other sides dashed"
-    if timeline.lanes.keys() - {"src"} and cursor + len(note) * _CHAR_W <= WIDTH - 16:
-        out.append(_text(WIDTH - 16, y, note, anchor="end", fill=MUTED_INK))
+    if timeline.lanes.keys() - {"src"} and cursor + len(note) * CHAR_W <= WIDTH - 16:
+        out.append(svg_text(WIDTH - 16, y, note, anchor="end", fill=MUTED_INK))
     return out
