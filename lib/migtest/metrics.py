@@ -228,7 +228,8 @@ def _feature_parts(ram: Mapping[str, Any], settings: Mapping[str, Any]) -> List[
     if share is not None:
         channels = parameters.get("multifd-channels")
         over = f" over {channels} channels" if channels else ""
-        parts.append(f"multifd {share:.0%} of bytes{over}")
+        share_text = ">99%" if 0.99 < share < 1 else f"{share:.0%}"  # never rounded up to all
+        parts.append(f"multifd {share_text} of bytes{over}")
         method = parameters.get("multifd-compression")
         if method and method != "none":
             level = parameters.get(f"multifd-{method}-level")

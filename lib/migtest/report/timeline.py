@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 from xml.sax.saxutils import escape
 
 from ..arch import MiB
+from .panels import feature_panels, panel_data
 from .svg import (
     CHAR_W,
     GRID_INK,
@@ -83,6 +84,8 @@ class _Timeline:
     dirty: List[Point]
     span: float
     page_size: int
+    #: Where the source's samples start on the common clock.
+    shift: float = 0.0
 
 
 def render_timeline_svg(report: Mapping[str, Any]) -> str:
@@ -95,10 +98,15 @@ def render_timeline_svg(report: Mapping[str, Any]) -> str:
         its ``t``, every phase its ``status``; anything else may be missing.
     :raise KeyError, TypeError, ValueError, AttributeError: a report not
         shaped like that.
-    :return: the SVG text, ``WIDTH`` x ``HEIGHT`` pixels, UTF-8 clean.
+    :return: the SVG text, ``WIDTH`` x ``HEIGHT`` pixels plus a strip per feature
+        the data shows (:mod:`migtest.report.panels`), UTF-8 clean.
     """
     timeline = _timeline(report.get("sides") or {})
     frame = _frame(timeline)
+    setup = next(((p.start, p.end) for p in timeline.lanes.get("src", []) if p.status == "setup"),
+                 None)  # fmt: skip
+    panels = feature_panels(panel_data(report, timeline.shift, setup, timeline.page_size))
+    height = HEIGHT + sum(panel.height for panel in panels)
     parts = [
         _header(report),
         *_phase_marks(timeline, frame),
@@ -107,17 +115,21 @@ def render_timeline_svg(report: Mapping[str, Any]) -> str:
         *_lanes(timeline, frame.x),
         *_legend(timeline),
     ]
+    top = float(HEIGHT)
+    for panel in panels:
+        parts += panel.draw(frame.x, top)
+        top += panel.height
     if not (frame.left_ticks or frame.right_ticks):
         middle = (frame.top + _BOTTOM) / 2
         parts.append(svg_text((_LEFT + _RIGHT) / 2, middle, "no RAM figures recorded",
                            anchor="middle", fill=MUTED_INK, font_size=13))  # fmt: skip
     title = escape(f"Migration timeline of {report.get('test', 'an unnamed test')}")
     return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
-        f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="system-ui, -apple-system, '
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
+        f'viewBox="0 0 {WIDTH} {height}" font-family="system-ui, -apple-system, '
         f"'Segoe UI', Roboto, 'DejaVu Sans', sans-serif\" font-size=\"11\" "
         f'fill="{TEXT_INK}" role="img">\n<title>{title}</title>\n'
-        f'<rect width="{WIDTH}" height="{HEIGHT}" fill="#ffffff"/>\n'
+        f'<rect width="{WIDTH}" height="{height}" fill="#ffffff"/>\n'
         + "\n".join(parts)
         + "\n</svg>\n"
     )
@@ -190,6 +202,7 @@ def _timeline(sides: Mapping[str, Any]) -> _Timeline:
         dirty=series("dirty-pages-rate", page_size * 8 / 1e6),
         span=span,
         page_size=page_size,
+        shift=shift,
     )
 
 
