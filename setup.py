@@ -14,7 +14,7 @@ setup(
     packages=["migtest", "migtest.report", "migtest_guests"],
     package_data={
         "migtest": ["py.typed"],
-        "migtest_guests": ["README", "*/guest.img", "*/guest.bin", "*/guest.elf"],
+        "migtest_guests": ["README", "*/guest.img", "*/guest-s3.img", "*/guest.bin", "*/guest.elf"],
     },
     install_requires=[
         "avocado-framework>=113,<114",

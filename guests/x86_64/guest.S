@@ -17,7 +17,41 @@
  * up; we wait for LSR bit 5 (THR empty) and write the byte to THR.
  *
  * Memory used outside the test range: code/GDT at 0x7c00..0x7dff, stack
- * growing down from 0x7c00.  All below 1 MiB.
+ * growing down from 0x7c00, and (guest-s3.img only) one byte at 0x500 and
+ * the FACS's waking vector.  All but the FACS below 1 MiB.
+ *
+ * Assembled with --defsym SUSPEND=1 (guest-s3.img), the guest also
+ * suspends to ACPI S3 once, right after its first 'B', and counts on from
+ * where it stopped when QEMU wakes it (system_wakeup):
+ *
+ * - Before suspending it writes the address of `resume` into the FACS's
+ *   firmware waking vector (FACS+12).  QEMU resets the machine on wakeup;
+ *   SeaBIOS sees the S3 resume code QEMU left in the CMOS and far-calls
+ *   the vector in real mode (CS = vector >> 4, IP = vector & 15), instead
+ *   of booting the disk again, which would print 'A' and zero the range.
+ *   The FACS is found the way SeaBIOS looks for it: the RSDP ("RSD PTR "
+ *   on a 16-byte boundary in 0xe0000..0xfffff), its RSDT (RSDP+16), the
+ *   RSDT entry whose signature is "FACP", that FADT's FIRMWARE_CTRL (+36).
+ * - It requests S3 by writing SLP_TYP=1 | SLP_EN (0x2400) to PM1a_CNT,
+ *   port 0x604: SeaBIOS puts the PIIX4's PM I/O base at 0x600, and QEMU
+ *   takes sleep type 1 as S3.  No ACPI enable (0xf1 to port 0xb2) first:
+ *   QEMU suspends and wakes the guest without it (measured on 7.2, 10.0
+ *   and 11.1).  QEMU stops the vCPUs: run state 'suspended'.
+ * - `resume` re-enters protected mode like the boot does and goes on to
+ *   the next pass.  The guest suspends between two passes, when every
+ *   counter is equal, so no register needs to survive the reset: the
+ *   pattern goes on from the range itself.
+ * - What must survive is one byte, SUSPENDED_FLAG at 0x500: set before
+ *   suspending, so the guest suspends only once whatever happens next.  It
+ *   is RAM below 1 MiB, outside the test range, and where a reboot leaves
+ *   it: a normal boot loads the sector at 0x7c00 afresh, and SeaBIOS
+ *   clears 0x7000..0x8ffff before it boots (startBoot); 0x500 is the first
+ *   byte past the BIOS data area.  A guest that QEMU rebooted instead of
+ *   resuming prints 'A' again and does not suspend again (measured with
+ *   the waking vector left out): the tests see the 'A'.
+ * - If no FACS is found, it prints '?' and counts on without suspending.
+ * - After the request it halts with interrupts off: the vCPU may run on
+ *   a little before QEMU stops it, and must not touch the range meanwhile.
  */
 
         .equ RANGE_START, 0x00100000    /* 1 MiB */
@@ -26,6 +60,13 @@
         .equ COM1,        0x3f8         /* 16550 UART base (THR) */
         .equ CODE_SEL,    0x08          /* GDT entry 1 */
         .equ DATA_SEL,    0x10          /* GDT entry 2 */
+        .ifdef SUSPEND
+        .equ PM1A_CNT,    0x604         /* SeaBIOS's PIIX4 PM base + 4 */
+        .equ SLP_S3,      0x2400        /* SLP_EN | SLP_TYP 1 (S3 in QEMU) */
+        .equ SUSPENDED_FLAG, 0x500      /* non-zero once we have suspended */
+        .equ BIOS_AREA,   0x000e0000    /* where the RSDP may be */
+        .equ BIOS_END,    0x00100000
+        .endif
 
         .code16
         .text
@@ -35,7 +76,18 @@ _start:
         /* Some BIOSes enter with CS:IP = 07c0:0000; normalise to 0000:7cxx
          * because the code is linked at 0x7c00 with segment base 0. */
         ljmp    $0, $1f
-1:      xorw    %ax, %ax
+        .ifdef SUSPEND
+/* The FACS waking vector: SeaBIOS enters here, in real mode, on S3
+ * resume, with CS = resume >> 4.  %si tells pm32 not to start afresh. */
+resume:
+        cli
+        movw    $1, %si
+        ljmp    $0, $setup
+1:      xorw    %si, %si                /* a boot: print 'A', zero the range */
+        .else
+1:
+        .endif
+setup:  xorw    %ax, %ax
         movw    %ax, %ds
         movw    %ax, %es
         movw    %ax, %ss
@@ -66,6 +118,10 @@ pm32:
         movw    %ax, %fs
         movw    %ax, %gs
         movl    $0x7c00, %esp
+        .ifdef SUSPEND
+        testw   %si, %si
+        jnz     3f                      /* woken from S3: the next pass */
+        .endif
 
         movb    $'A', %al
         call    putc
@@ -85,7 +141,50 @@ pm32:
         jb      4b
         movb    $'B', %al
         call    putc
+        .ifdef SUSPEND
+        call    suspend_once
+        .endif
         jmp     3b
+
+        .ifdef SUSPEND
+/* suspend_once: the first time, set the waking vector and request S3;
+ * QEMU stops the vCPUs in the halt loop below, and a wakeup enters at
+ * `resume`.  Later calls return at once.  Clobbers %eax, %ecx, %edx,
+ * %esi, %edi. */
+suspend_once:
+        cmpb    $0, SUSPENDED_FLAG
+        jne     9f
+        movb    $1, SUSPENDED_FLAG
+        movl    $BIOS_AREA, %esi        /* the RSDP: "RSD PTR " */
+6:      cmpl    $0x20445352, (%esi)     /* "RSD " */
+        jne     7f
+        cmpl    $0x20525450, 4(%esi)    /* "PTR " */
+        je      8f
+7:      addl    $16, %esi
+        cmpl    $BIOS_END, %esi
+        jb      6b
+        jmp     no_facs
+8:      movl    16(%esi), %esi          /* RsdtAddress */
+        movl    %esi, %edi
+        addl    4(%esi), %edi           /* the RSDT's end: + its Length */
+        addl    $36, %esi               /* its entries, after the header */
+10:     cmpl    %edi, %esi
+        jae     no_facs
+        lodsl                           /* a table's address */
+        cmpl    $0x50434146, (%eax)     /* "FACP": the FADT */
+        jne     10b
+        movl    36(%eax), %eax          /* FIRMWARE_CTRL: the FACS */
+        movl    $resume, 12(%eax)       /* its firmware waking vector */
+        movw    $SLP_S3, %ax
+        movw    $PM1A_CNT, %dx
+        outw    %ax, %dx
+11:     hlt
+        jmp     11b
+no_facs:
+        movb    $'?', %al
+        call    putc
+9:      ret
+        .endif
 
 /* putc: send %al to COM1 once the transmit holding register is empty
  * (Line Status Register = base+5, bit 5).  Clobbers %edx, %ah. */
