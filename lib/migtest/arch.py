@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
 
-from .errors import ConfigError
+from .errors import ConfigError, Unavailable
 from .guests import guest_path
 
 MiB = 1 << 20
@@ -55,6 +55,10 @@ class ArchProfile:
     extra_args: Tuple[str, ...] = ()
     #: ``platform.machine()`` of hosts where KVM can run this guest.
     kvm_hosts: Tuple[str, ...] = ()
+    #: The guest that also suspends itself once, after its first pass, and
+    #: counts on when woken (``guests/README``), relative to
+    #: ``guests/<name>/``; ``None`` where this architecture has none.
+    suspending_guest: Optional[str] = None
 
     @property
     def binary(self) -> str:
@@ -66,9 +70,19 @@ class ArchProfile:
         """The accelerators this profile knows how to use."""
         return tuple(self.cpus)
 
-    def guest_file(self) -> Path:
-        """The committed guest binary for this architecture."""
-        return guest_path(self.name, self.guest)
+    def guest_file(self, guest: Optional[str] = None) -> Path:
+        """The committed guest binary ``guest`` (by default :attr:`guest`)."""
+        return guest_path(self.name, guest or self.guest)
+
+    def require_suspending_guest(self) -> str:
+        """The file name of the guest that suspends itself.
+
+        :raise Unavailable: this architecture has no such guest; not
+            expected, so a CANCEL even in strict mode.
+        """
+        if self.suspending_guest is None:
+            raise Unavailable(f"{self.name} has no test guest that can suspend", expected=False)
+        return self.suspending_guest
 
     def machine_value(
         self, machine_type: Optional[str] = None, extra: Tuple[Tuple[str, str], ...] = ()
@@ -149,6 +163,8 @@ PROFILES: Dict[str, ArchProfile] = {
             # software KVMs.
             cpus={"tcg": "qemu64", "kvm": "qemu64,-pni"},
             kvm_hosts=("x86_64",),
+            # ACPI S3 through SeaBIOS's PIIX4 PM ports and the FACS.
+            suspending_guest="guest-s3.img",
         ),
         ArchProfile(
             name="aarch64",

@@ -46,6 +46,9 @@ from .wait import wait_for
 #: Seconds a migration status may take to be reached (QEMU's own tests cap
 #: their status waits at 120 s after unlimited waits hung CI).
 STATUS_TIMEOUT = 120.0
+#: Seconds a guest may take to suspend itself or be woken: the suspending
+#: guest suspends after its first pass, a second or so after SeaBIOS.
+RUN_STATE_TIMEOUT = 30.0
 
 
 class Endpoint:
@@ -313,6 +316,50 @@ class Endpoint:
     def cont(self) -> None:
         """Resume the guest's vCPUs."""
         self.machine.cmd("cont")
+
+    # -- a suspended guest ----------------------------------------------------
+
+    def require_wakeup_support(self) -> None:
+        """:raise Unavailable: this machine cannot wake a guest from suspend.
+
+        ``query-current-machine`` says whether ``system_wakeup`` can wake a
+        suspended guest (a pc machine whose ACPI has S3 disabled cannot).
+        """
+        if not self.machine.cmd("query-current-machine").get("wakeup-suspend-support"):
+            raise Unavailable(f"{self.describe()}: the machine cannot wake a suspended guest")
+
+    def wakeup(self) -> None:
+        """Wake the suspended guest (``system_wakeup``), and wait for QEMU's WAKEUP.
+
+        :raise WaitTimeout: no WAKEUP event within :data:`RUN_STATE_TIMEOUT`.
+        """
+        self.machine.cmd("system_wakeup")
+        self.machine.wait_event("WAKEUP", timeout=RUN_STATE_TIMEOUT)
+
+    def wait_for_suspend(self, timeout: float = RUN_STATE_TIMEOUT) -> None:
+        """Wait until the guest has suspended itself: event SUSPEND, run state ``suspended``.
+
+        :raise WaitTimeout: no SUSPEND event within ``timeout`` (the message
+            names the latest events).
+        :raise CheckFailure: QEMU announced SUSPEND but its run state is another.
+        """
+        self.machine.wait_event("SUSPEND", timeout=timeout)
+        state = self.run_state()
+        if state != "suspended":
+            raise CheckFailure(f"{self.name}: event SUSPEND, yet run state {state!r}")
+
+    def wait_for_run_state(self, state: str, timeout: float = RUN_STATE_TIMEOUT) -> None:
+        """Wait until ``query-status`` says run state ``state``.
+
+        :raise WaitTimeout: it did not within ``timeout``; the message shows
+            the run state seen last.
+        """
+
+        def check() -> Tuple[bool, str]:
+            current = self.run_state()
+            return current == state, current
+
+        wait_for(check, what=f"run state {state} on {self.name}", timeout=timeout)
 
     # -- waiting for the migration -------------------------------------------
 

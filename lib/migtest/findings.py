@@ -227,6 +227,30 @@ FINDINGS: Tuple[Finding, ...] = (
         every_migration=False,
         reported=_README + "; QEMU b4014a2bf57c",
     ),
+    Finding(
+        id="suspended-guest-woken",
+        title="QEMU before 9.0 does not keep a migrated guest suspended: it arrives running",
+        kind="QEMU bug",
+        # A source before 9.0 wakes the guest itself: migration_completion()
+        # and postcopy_start() called qemu_system_wakeup_request(), then
+        # stored RUNNING as the run state to send.  A destination before
+        # 9.0 starts a postcopy running whatever it was sent, and cannot
+        # tell that a guest stopped while suspended was suspended: `cont`
+        # runs it.  QEMU b4e9ddc "migration: preserve suspended runstate"
+        # and d3c86c99 "migration: propagate suspended runstate" (9.0, Steve
+        # Sistare's series) fixed both sides.  Measured: 7.2 with itself,
+        # 7.2 to 10.0.13 (every test), 10.0.13 to 7.2 (all but live precopy).
+        scopes=(
+            scope("x86_64", "<9.0", "*", across=False),
+            scope("x86_64", "*", "<9.0", across=False),
+        ),
+        shows=re.compile(
+            r"run state 'running', not 'suspended': "
+            r"a guest migrated while suspended must stay suspended"
+        ),
+        every_migration=False,
+        reported=_README + "; QEMU b4e9ddc, d3c86c99",
+    ),
 )
 
 

@@ -51,6 +51,8 @@ class MigrationPair:
         self._endpoints: List[Endpoint] = []
         self._channels: List[Channel] = []
         self._shared_memory: Optional[Path] = None
+        #: The guest every side boots, from ``guests/<arch>/``.
+        self.guest = self.profile.guest
         self._log = logging.getLogger("migtest.pair")
 
     @property
@@ -75,9 +77,9 @@ class MigrationPair:
     # -- machines -----------------------------------------------------------
 
     def _launch(self, name: str, binary: str, extra: Sequence[str]) -> Endpoint:
-        guest = Path(self.profile.guest)  # relative: QEMU runs in the workdir
+        guest = Path(self.guest)  # relative: QEMU runs in the workdir
         if not (self.workdir / guest).exists():
-            shutil.copyfile(self.profile.guest_file(), self.workdir / guest)
+            shutil.copyfile(self.profile.guest_file(self.guest), self.workdir / guest)
         args = self.params.qemu_args(guest, self._shared_memory)
         machine = QEMUMachine(binary, [*args, *extra], name=name, workdir=self.workdir)
         self._machines.append(machine)
@@ -98,6 +100,7 @@ class MigrationPair:
         src_args: Sequence[str] = (),
         dst_args: Sequence[str] = (),
         shared_memory: bool = False,
+        guest: Optional[str] = None,
     ) -> None:
         """Start both machines and wait until the guest runs on the source.
 
@@ -108,9 +111,13 @@ class MigrationPair:
         :param dst_args: extra QEMU arguments for the destination only.
         :param shared_memory: put guest RAM in one file in ``/dev/shm`` that
             both map; it is unlinked as soon as both have opened it.
+        :param guest: the guest to boot, a file name in ``guests/<arch>/``
+            (the profile's :attr:`~ArchProfile.suspending_guest`); by
+            default the profile's own.
         """
         if self._src is not None:
             raise StateError("start() called twice")
+        self.guest = guest or self.profile.guest
         if shared_memory:
             self._shared_memory = SHM_DIR / f"migtest-{os.getpid()}-{id(self):x}"
         try:
@@ -300,7 +307,7 @@ class MigrationPair:
             self._unlink_shared_memory()
             # Sockets, files and the guest copy are ours; logs stay for the results.
             leftovers = [p for pattern in LEFTOVER_PATTERNS for p in self.workdir.glob(pattern)]
-            for leftover in [*leftovers, self.workdir / self.profile.guest]:
+            for leftover in [*leftovers, self.workdir / self.guest]:
                 leftover.unlink(missing_ok=True)
 
     def __enter__(self) -> MigrationPair:

@@ -340,6 +340,7 @@ class MigrationTest(Test):
         src_args: Sequence[str] = (),
         dst_args: Sequence[str] = (),
         shared_memory: bool = False,
+        guest: Optional[str] = None,
     ) -> MigrationPair:
         """Start source and destination; return when the guest runs.
 
@@ -350,6 +351,7 @@ class MigrationTest(Test):
             src_args=src_args,
             dst_args=dst_args,
             shared_memory=shared_memory,
+            guest=guest,
         )
         return self.pair
 

@@ -151,3 +151,50 @@ def verify_migration(pair: MigrationPair) -> None:
     assert_guest_runs(dst, profile)
     pair.dst.stop()
     assert_guest_memory(dst, profile)
+
+
+def assert_run_state(side: Endpoint, state: str, why: str) -> None:
+    """``side``'s guest is in run state ``state`` (``query-status``).
+
+    :param why: what QEMU promises, for the message.
+    """
+    actual = side.run_state()
+    if actual != state:
+        raise CheckFailure(f"{side.name}: run state {actual!r}, not {state!r}: {why}")
+
+
+def assert_woken_guest_runs(side: Endpoint, profile: ArchProfile) -> None:
+    """Woken (``system_wakeup``), the suspended guest on ``side`` counts on.
+
+    It counts on from where it stopped: it resumes, where a boot would
+    print 'A' again and zero its range.  Stopped again, its range still
+    obeys the guest contract.
+
+    :raise CheckFailure: it does not run, or booted again.
+    """
+    machine = side.machine
+    printed = len(machine.console_text())
+    side.wakeup()
+    assert_guest_runs(machine, profile)
+    again = machine.console_text()[printed:]
+    if "A" in again:
+        raise CheckFailure(
+            f"the guest on {side.name} booted again instead of resuming: "
+            f"it printed {again[:40]!r} after system_wakeup"
+        )
+    side.stop()
+    assert_guest_memory(machine, profile)
+
+
+def verify_suspended_migration(pair: MigrationPair) -> None:
+    """Everything that must hold after migrating a guest that suspended itself.
+
+    - The destination is suspended: QEMU keeps a suspended guest suspended
+      across a migration ("migration: preserve suspended runstate", 9.0).
+    - Both sides stopped, guest RAM is the same byte for byte, and the
+      range obeys the guest contract.
+    - Woken, the guest counts on where it stopped (no new boot).
+    """
+    assert_run_state(pair.dst, "suspended", "a guest migrated while suspended must stay suspended")
+    check_counter_pattern(assert_memory_identical(pair), pair.profile.test_range[0])
+    assert_woken_guest_runs(pair.dst, pair.profile)
