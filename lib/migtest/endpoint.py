@@ -348,19 +348,6 @@ class Endpoint:
         if state != "suspended":
             raise CheckFailure(f"{self.name}: event SUSPEND, yet run state {state!r}")
 
-    def wait_for_run_state(self, state: str, timeout: float = RUN_STATE_TIMEOUT) -> None:
-        """Wait until ``query-status`` says run state ``state``.
-
-        :raise WaitTimeout: it did not within ``timeout``; the message shows
-            the run state seen last.
-        """
-
-        def check() -> Tuple[bool, str]:
-            current = self.run_state()
-            return current == state, current
-
-        wait_for(check, what=f"run state {state} on {self.name}", timeout=timeout)
-
     # -- waiting for the migration -------------------------------------------
 
     def read_final_stats(self, timeout: float = 10.0) -> MigrationInfo:
