@@ -295,6 +295,33 @@ def test_close_drops_everything_leaves_nothing_and_may_be_repeated(
     assert open_descriptors() == descriptors, "a descriptor was left open"
 
 
+def test_a_cut_while_the_destination_is_dialled_drops_the_connection(
+    destination: socket.socket,
+) -> None:
+    dialling, go_on = threading.Event(), threading.Event()
+
+    def slow_dial() -> socket.socket:
+        dialling.set()
+        go_on.wait(TIMEOUT)
+        return socket.create_connection(target_of(destination), timeout=TIMEOUT)
+
+    proxy = MigrationProxy(slow_dial)
+    try:
+        source = socket.create_connection(proxy.start(), timeout=TIMEOUT)
+        with source:
+            assert dialling.wait(TIMEOUT), "the proxy never dialled"
+            proxy.cut()  # the source is connected, the destination not yet
+            go_on.set()
+            dest, _ = destination.accept()
+            with dest:
+                dest.settimeout(TIMEOUT)
+                assert_dropped(source, "source")
+                assert_dropped(dest, "destination")
+    finally:
+        go_on.set()
+        proxy.close()
+
+
 def test_a_proxy_never_started_closes_cleanly() -> None:
     threads = set(threading.enumerate())
     descriptors = open_descriptors()
@@ -322,6 +349,32 @@ def test_a_stalled_stream_holds_the_source_bytes_until_resumed(
             dest.settimeout(TIMEOUT)
             proxy.resume()
             assert receive(dest, 4) == b"held"
+
+
+def test_a_stream_stalled_after_some_bytes_passes_those_only(
+    destination: socket.socket,
+) -> None:
+    with proxy_to(target_of(destination)) as (proxy, address):
+        source, dest = connect(address, destination)
+        with source, dest:
+            before = proxy.forwarded
+            proxy.stall(after=3)
+            source.sendall(b"abcdef")  # one chunk: it is split where the stall starts
+            assert receive(dest, 3) == b"abc"
+            dest.settimeout(0.3)
+            with pytest.raises(socket.timeout):
+                dest.recv(1)
+            dest.settimeout(TIMEOUT)
+            proxy.resume()
+            assert receive(dest, 3) == b"def"
+            assert proxy.forwarded - before == 6
+
+
+def test_a_stall_after_a_negative_count_is_refused() -> None:
+    proxy = MigrationProxy(dialer(("127.0.0.1", 9)))
+    with pytest.raises(ConfigError, match="after"):
+        proxy.stall(after=-1)
+    proxy.close()
 
 
 def test_a_delayed_stream_arrives_late_and_intact(destination: socket.socket) -> None:

@@ -7,15 +7,15 @@ import os
 import shutil
 from pathlib import Path
 from types import TracebackType
-from typing import Any, List, Mapping, Optional, Sequence, Type, Union
+from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 from .arch import ArchProfile
 from .endpoint import STATUS_TIMEOUT, Endpoint
-from .errors import CheckFailure, ConfigError, QMPConnectionLost, StateError
+from .errors import CheckFailure, ConfigError, QMPConnectionLost, StateError, WaitTimeout
 from .machine import QEMUMachine
 from .params import SuiteParams
 from .qapi import Capability, MigrationInfo, MigrationParameters
-from .status import UNSUCCESSFUL
+from .status import UNSUCCESSFUL, Status
 from .transport import LEFTOVER_PATTERNS, Channel, make_channel
 from .wait import wait_for
 
@@ -248,6 +248,34 @@ class MigrationPair:
             side.wait_for_status("postcopy-active", fail_on=("failed", "completed"))
         self.dst.machine.wait_event("RESUME", timeout=STATUS_TIMEOUT)
 
+    def wait_for_both(self, status: Status, fail_on: Collection[Status]) -> None:
+        """Wait until both sides report ``status``, asking each in turn.
+
+        One wait for both: a side whose QEMU died, or whose migration
+        reached ``fail_on``, ends it at once, even while the other is the
+        one still waited for.
+
+        :raise CheckFailure: as said, or ``status`` did not come in time;
+            the message quotes what each side says.
+        """
+
+        def check() -> Tuple[bool, Dict[str, str]]:
+            seen: Dict[str, str] = {}
+            for side in (self.src, self.dst):
+                seen[side.name] = side.info().get("status", "none")
+                if seen[side.name] in fail_on:
+                    raise CheckFailure(f"{side.name}: migration {seen[side.name]}")
+            return set(seen.values()) == {status}, seen
+
+        try:
+            wait_for(check, what=f"both sides in {status}", timeout=STATUS_TIMEOUT)
+        except WaitTimeout as late:
+            if late.cut_short:
+                raise  # the test ran out of time: no verdict on QEMU
+            raise self._failure(f"not both in {status}", late) from late
+        except (CheckFailure, QMPConnectionLost) as failed:
+            raise self._failure(f"not both in {status}", failed) from failed
+
     def pause(self) -> None:
         """Pause a postcopy migration from the source, breaking its channel."""
         self.src.pause()
@@ -257,14 +285,26 @@ class MigrationPair:
 
         :raise ConfigError: ``channel`` is not live, or names no URI.
         """
+        channel = self.listen_for_recovery(channel)
+        self.resume_over(channel)
+        return channel
+
+    def listen_for_recovery(self, channel: Union[str, Channel]) -> Channel:
+        """Have the paused destination listen for a new channel (``migrate-recover``).
+
+        :raise ConfigError: ``channel`` is not live, or names no URI.
+        """
         channel = self._channel(channel, f"recovery{len(self._channels)}")
         channel.prepare(self.src, self.dst)
         target = channel.listen_target(self.dst)
         if not channel.live or not isinstance(target, str):
             raise ConfigError("channel", channel.name, "a live channel with a URI for recovery")
         self.dst.recover(target)
-        self.src.resume(channel.send_target(self.src, self.dst))
         return channel
+
+    def resume_over(self, channel: Channel) -> None:
+        """Have the paused source resume over ``channel``, where the destination listens."""
+        self.src.resume(channel.send_target(self.src, self.dst))
 
     def wait_for_completion(self) -> MigrationInfo:
         """Wait until both sides report the migration completed.

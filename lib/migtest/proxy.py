@@ -90,6 +90,8 @@ class MigrationProxy:
         self._tasks: List[asyncio.Task[None]] = []
         self._flowing = asyncio.Event()
         self._flowing.set()
+        #: The count of bytes forwarded at which the source's bytes stop.
+        self._stall_at: Optional[int] = None
 
     def start(self) -> Tuple[str, int]:
         """Start listening; return the address the source should connect to."""
@@ -103,6 +105,9 @@ class MigrationProxy:
         return host, port
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Known from the start, so that a cut while the destination is being
+        # dialled drops this connection too: the source is connected already.
+        self._writers.add(writer)
         try:
             upstream = await self._loop.run_in_executor(None, self.dial)
             upstream.setblocking(False)
@@ -111,7 +116,11 @@ class MigrationProxy:
             _log.debug("proxy cannot reach the destination: %s", exc)
             writer.close()
             return
-        self._writers.update((writer, up_writer))
+        if writer.transport.is_closing():  # cut meanwhile: the link is gone
+            _log.debug("proxy: the link was cut while the destination was dialled")
+            up_writer.transport.abort()
+            return
+        self._writers.add(up_writer)
         forward = asyncio.ensure_future(self._pump(reader, up_writer, from_source=True))
         backward = asyncio.ensure_future(self._pump(up_reader, writer, from_source=False))
         self._tasks += [forward, backward]
@@ -121,37 +130,63 @@ class MigrationProxy:
     ) -> None:
         try:
             while data := await reader.read(CHUNK):
-                if from_source:
-                    await self._flowing.wait()
+                if not from_source:
+                    writer.write(data)
+                    await writer.drain()
+                    continue
+                while data:
+                    piece, data = await self._next_piece(data)
                     if self.delay:
                         await asyncio.sleep(self.delay)
                     if self.corruption is not None:
-                        data = self.corruption.apply(data, self.forwarded)
-                    self.forwarded += len(data)
-                writer.write(data)
-                await writer.drain()
+                        piece = self.corruption.apply(piece, self.forwarded)
+                    self.forwarded += len(piece)
+                    writer.write(piece)
+                    await writer.drain()
         except (ConnectionError, OSError):
             pass
         finally:
             writer.close()
 
+    async def _next_piece(self, data: bytes) -> Tuple[bytes, bytes]:
+        """Once the source's bytes may flow: what of ``data`` passes now, and the rest."""
+        if self._stall_at is not None and self.forwarded >= self._stall_at:
+            self._stall_at = None
+            self._flowing.clear()
+        await self._flowing.wait()
+        if self._stall_at is None:
+            return data, b""
+        cut = self._stall_at - self.forwarded
+        return data[:cut], data[cut:]
+
     def cut(self) -> None:
         """Drop every connection at once, as a broken link would."""
         self._call(self._drop())
 
-    def stall(self) -> None:
-        """Stop passing the source's bytes on, keeping the connections open."""
-        self._call(self._set_flowing(False))
+    def stall(self, after: int = 0) -> None:
+        """Stop passing the source's bytes on, keeping the connections open.
+
+        :param after: bytes still passed first: a handshake that got under
+            way (the destination knows what the connection is for) before
+            the link stopped carrying anything.
+        """
+        if after < 0:
+            raise ConfigError("after", after, "a number of bytes of at least 0")
+        self._call(self._stall(after))
 
     def resume(self) -> None:
         """Pass the source's bytes on again after :meth:`stall`."""
-        self._call(self._set_flowing(True))
+        self._call(self._resume())
 
-    async def _set_flowing(self, flowing: bool) -> None:
-        if flowing:
-            self._flowing.set()
+    async def _stall(self, after: int) -> None:
+        if after:
+            self._stall_at = self.forwarded + after
         else:
             self._flowing.clear()
+
+    async def _resume(self) -> None:
+        self._stall_at = None
+        self._flowing.set()
 
     async def _drop(self) -> None:
         for writer in self._writers:
@@ -201,7 +236,8 @@ class FaultyChannel(Channel):
     The destination listens as ``inner`` has it listen; the source sends to
     the proxy over TCP, and the proxy reaches the destination through
     ``inner`` (:meth:`Channel.dialer`).  Faults: ``corruption`` and ``delay``
-    from the start, :meth:`cut`, :meth:`stall` and :meth:`resume` on demand.
+    from the start, a stall after the first ``stalled_after`` bytes, and
+    :meth:`cut`, :meth:`stall` and :meth:`resume` on demand.
 
     :raise ConfigError: ``inner`` is not live (a file has no stream to damage).
     """
@@ -213,6 +249,7 @@ class FaultyChannel(Channel):
         inner: Channel,
         corruption: Optional[Corruption] = None,
         delay: float = 0.0,
+        stalled_after: Optional[int] = None,
     ) -> None:
         if not inner.live:
             raise ConfigError("channel", inner.name, "a live stream (unix, tcp, fd) for a proxy")
@@ -220,6 +257,7 @@ class FaultyChannel(Channel):
         self.inner = inner
         self.corruption = corruption
         self.delay = delay
+        self.stalled_after = stalled_after
         self.proxy: Optional[MigrationProxy] = None
 
     def prepare(self, src: Endpoint, dst: Endpoint) -> None:
@@ -231,6 +269,8 @@ class FaultyChannel(Channel):
     def send_target(self, src: Endpoint, dst: Endpoint) -> Target:
         self.proxy = MigrationProxy(self.inner.dialer(dst), self.corruption, self.delay)
         host, port = self.proxy.start()
+        if self.stalled_after is not None:  # before the source knows where to connect
+            self.proxy.stall(self.stalled_after)
         return f"tcp:{host}:{port}"
 
     def _started(self) -> MigrationProxy:
@@ -242,9 +282,9 @@ class FaultyChannel(Channel):
         """Break the link, as a failing network would."""
         self._started().cut()
 
-    def stall(self) -> None:
-        """Hold the source's bytes back, the connection open, as a congested link would."""
-        self._started().stall()
+    def stall(self, after: int = 0) -> None:
+        """Hold the source's bytes back (after ``after`` more), the connection open."""
+        self._started().stall(after)
 
     def resume(self) -> None:
         """Let the stream flow again after :meth:`stall`."""

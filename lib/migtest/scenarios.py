@@ -8,12 +8,17 @@ they live here once and the tests say only what differs.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Tuple, Union
 
 from .pair import MigrationPair
 from .qapi import MigrationInfo
+from .status import Status
 from .transport import Channel
 from .verify import assert_statuses_after
+
+#: The statuses a postcopy may not reach while paused or recovering: a
+#: failed side loses the guest, and neither can have it all yet.
+UNRECOVERABLE: Tuple[Status, ...] = ("failed", "completed", "active")
 
 #: postcopy's bandwidth while it is to be paused: slow enough that it cannot
 #: finish first (a page a second).
@@ -56,12 +61,25 @@ def postcopy_recovered(
 ) -> MigrationInfo:
     """Postcopy paused, recovered over ``again``, to completion.
 
-    Paused, both sides must wait in ``postcopy-paused``: never failed (the
-    guest would be lost), active or completed; and after it, neither may
-    have gone back to ``active`` or failed.
-
     :param pause: what breaks the postcopy (a link cut by a proxy);
         ``migrate-pause`` on both sides if not given.
+    """
+    postcopy_paused(pair, channel, pause)
+    pair.recover(again)
+    return postcopy_recovery_completes(pair)
+
+
+def postcopy_paused(
+    pair: MigrationPair,
+    channel: Union[str, Channel],
+    pause: Optional[Callable[[], None]] = None,
+) -> None:
+    """Postcopy under way, then broken by ``pause``: both sides wait, paused.
+
+    Paused, both sides must wait in ``postcopy-paused``: never failed (the
+    guest would be lost), active or completed.  Postcopy crawls meanwhile,
+    so it cannot finish first; :func:`postcopy_recovery_completes` lets it
+    run again.
     """
     pair.require_commands("migrate-recover", *([] if pause else ["migrate-pause"]))
     pair.src.set_parameters({"max-postcopy-bandwidth": CRAWL})
@@ -71,9 +89,20 @@ def postcopy_recovered(
     pair.start_postcopy()
     pair.wait_for_postcopy()
     (pause or pair.pause)()
-    for side in (pair.src, pair.dst):
-        side.wait_for_status("postcopy-paused", fail_on=("failed", "completed", "active"))
-    pair.recover(again)
+    wait_until_paused(pair)
+
+
+def wait_until_paused(pair: MigrationPair) -> None:
+    """Both sides wait in ``postcopy-paused``, neither failed, active nor completed."""
+    pair.wait_for_both("postcopy-paused", fail_on=UNRECOVERABLE)
+
+
+def postcopy_recovery_completes(pair: MigrationPair) -> MigrationInfo:
+    """Once a recovery is under way: postcopy at full speed, to completion.
+
+    After the first pause, neither side may have gone back to ``active``
+    or failed.
+    """
     pair.src.set_parameters({"max-postcopy-bandwidth": 0})
     final = pair.wait_for_completion()
     for side in (pair.src, pair.dst):

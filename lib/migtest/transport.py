@@ -19,10 +19,11 @@ path can be longer than the 108 bytes a socket address holds.
 from __future__ import annotations
 
 import abc
+import contextlib
 import os
 import shlex
 import socket
-from typing import Callable, ClassVar, Dict, List, Optional, Type
+from typing import Callable, ClassVar, Dict, Iterator, List, Optional, Type
 
 from .endpoint import Endpoint
 from .errors import ConfigError, MigtestError, StateError
@@ -248,3 +249,15 @@ def make_channel(name: str, label: str = "migration") -> Channel:
 
 #: Files channels leave in the work directory, removed with the pair.
 LEFTOVER_PATTERNS: List[str] = ["*.sock", "*.mig"]
+
+
+@contextlib.contextmanager
+def refused_target() -> Iterator[str]:
+    """A TCP address that refuses every connection, while the context lasts.
+
+    The port is bound but never listened on, so no other process can take
+    it meanwhile and answer instead.
+    """
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        yield f"tcp:127.0.0.1:{unused.getsockname()[1]}"

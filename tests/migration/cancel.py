@@ -1,10 +1,10 @@
 """``migrate_cancel`` in each status a source can be in, and what QEMU promises after it."""
 
-import socket
 from typing import Dict
 
 from migtest.scenarios import live_precopy, migrate_again
 from migtest.test import MigrationTest
+from migtest.transport import refused_target
 
 #: The statuses a test below cancels the source in.
 CANCELLED_IN: Dict[str, str] = {
@@ -112,9 +112,8 @@ class Cancel(MigrationTest):
     def test_after_failure(self) -> None:
         """Once failed there is nothing to cancel; a new migration completes."""
         pair = self.start_pair()
-        with socket.socket() as unused:  # bound, never listening: refuses
-            unused.bind(("127.0.0.1", 0))
-            pair.src.migrate(f"tcp:127.0.0.1:{unused.getsockname()[1]}")
+        with refused_target() as nobody:
+            pair.src.migrate(nobody)
             pair.src.wait_for_status("failed", fail_on=("completed", "cancelled"))
         pair.src.cancel()
         self.assertEqual(pair.src.info()["status"], "failed")
