@@ -53,6 +53,21 @@ ASSERTION = (
 ZLIB_LEVEL = (
     "src: parameters set to {'multifd-zlib-level': 2} but read back {'multifd-zlib-level': 1}"
 )
+# What our checks said of QEMU's answers, word for word, in those runs.
+CANCEL_ACCEPTED = (
+    "migrate_cancel was accepted in postcopy-active: source now cancelled, run state "
+    "postmigrate; destination postcopy-paused"
+)
+DST_SEGV = (
+    "  dst (QEMU 7.2.22, /usr/bin/qemu-system-x86_64): exited with -11; statuses ['setup', "
+    "'active', 'postcopy-active', 'postcopy-paused', 'setup', 'postcopy-recover']; printed: "
+    "qemu-system-x86_64: Detected IO failure for postcopy. Migration paused."
+)
+SRC_STUCK = (
+    "not both in postcopy-paused: timed out after 120 s waiting for both sides in "
+    "postcopy-paused; last seen: {'src': 'postcopy-recover', 'dst': 'postcopy-paused'}"
+)
+PEEK = "qemu-system-x86_64: Failed to peek at channel"
 
 
 def finding(finding_id: str) -> Finding:
@@ -111,6 +126,13 @@ def test_a_scope_covers_a_version_migrating_to_itself_only_if_asked() -> None:
         ("aarch64", V11_1_2, V10_0_13, ASSERTION, "aarch64-vmstate-assert"),
         ("s390x", V7_2, V7_2, ZLIB_LEVEL, "multifd-level-ignored"),
         ("x86_64", V11_1_3, V7_2, ZLIB_LEVEL.replace("src", "dst"), "multifd-level-ignored"),
+        ("x86_64", V7_2, V7_2, CANCEL_ACCEPTED, "postcopy-cancel-accepted"),
+        ("aarch64", V7_2, V10_0_13, CANCEL_ACCEPTED, "postcopy-cancel-accepted"),
+        ("x86_64", V10_0_13, V7_2, DST_SEGV, "postcopy-recovery-dst-crash"),
+        ("ppc64", V7_2, V7_2, DST_SEGV, "postcopy-recovery-dst-crash"),
+        ("x86_64", V7_2, V10_0_13, SRC_STUCK, "postcopy-recovery-src-stuck"),
+        ("s390x", V10_0_13, V11_1_3, PEEK, "silent-recovery-link-dst-exits"),
+        ("x86_64", V11_1_2, V11_1_2, PEEK, "silent-recovery-link-dst-exits"),
     ],
 )
 def test_each_finding_explains_what_qemu_said(
@@ -135,6 +157,12 @@ def test_each_finding_explains_what_qemu_said(
         ("aarch64", V11_1_2, V11_1_3, CPREG_UNKNOWN),
         ("aarch64", V7_2, V10_0_13, ASSERTION),
         ("x86_64", V10_0_13, V10_0_13, ZLIB_LEVEL),
+        ("x86_64", V10_0_13, V7_2, CANCEL_ACCEPTED),
+        ("x86_64", V7_2, V10_0_13, DST_SEGV),
+        ("x86_64", V10_0_13, V7_2, SRC_STUCK),
+        ("x86_64", V11_1_3, V10_0_13, PEEK),
+        # The source died, not the destination: not a destination's crash.
+        ("x86_64", V7_2, V7_2, DST_SEGV.replace("dst (", "src (")),
         # In scope, but QEMU said something else: not this finding.
         ("ppc64", V11_1_3, V7_2, "Unable to write to socket: Broken pipe"),
         ("aarch64", V7_2, V11_1_3, "guest memory differs at 0x4000"),

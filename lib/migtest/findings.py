@@ -251,6 +251,60 @@ FINDINGS: Tuple[Finding, ...] = (
         every_migration=False,
         reported=_README + "; QEMU b4e9ddc, d3c86c99",
     ),
+    Finding(
+        id="postcopy-cancel-accepted",
+        title="QEMU before 10.0 accepts migrate_cancel in postcopy, where no side holds the guest",
+        kind="QEMU bug",
+        # The source cancels (postcopy-active) or hangs in cancelling
+        # (paused, recovering); the destination, having run the guest, waits
+        # paused for pages that will never come.  QEMU "migration: Reject
+        # qmp_migrate_cancel after postcopy" (Fabiano Rosas, 10.0) refuses it.
+        scopes=(scope(ALL_ARCHES, "<10.0", "*", across=False),),
+        shows=re.compile(r"migrate_cancel was accepted in postcopy-(?:active|paused|recover)\b"),
+        every_migration=False,
+        reported=_README,
+    ),
+    Finding(
+        id="postcopy-recovery-dst-crash",
+        title="QEMU before 8.2 crashes on the destination when a postcopy recovery's link breaks",
+        kind="QEMU bug",
+        # In postcopy-recover, postcopy_pause_incoming() could not move the
+        # state back to postcopy-paused and went on with no file to read:
+        # SIGSEGV.  Fixed by QEMU 0e99bb8f5441 "migration: Allow
+        # RECOVER->PAUSED convertion for dest qemu" (8.2).
+        scopes=(scope(ALL_ARCHES, "*", "<8.2", across=False),),
+        shows=re.compile(r"^\s*dst\d* \(QEMU [^)]*\): exited with -11;", re.MULTILINE),
+        every_migration=False,
+        reported=_README + "; QEMU 0e99bb8f5441",
+    ),
+    Finding(
+        id="postcopy-recovery-src-stuck",
+        title="QEMU before 8.2 stays in postcopy-recover when a recovery's link breaks",
+        kind="QEMU bug",
+        # Nothing woke the migration thread waiting for the destination's
+        # answer; QEMU f8c543e808f2 "migration: Allow network to fail even
+        # during recovery" (8.2) kicks it back to postcopy-paused.
+        scopes=(scope(ALL_ARCHES, "<8.2", "*", across=False),),
+        shows=re.compile(
+            r"waiting for both sides in postcopy-paused; last seen: \{'src': 'postcopy-recover'"
+        ),
+        every_migration=False,
+        reported=_README + "; QEMU f8c543e808f2",
+    ),
+    Finding(
+        id="silent-recovery-link-dst-exits",
+        title="QEMU 10.1 on exits on the destination when a recovery's link closes before a byte",
+        kind="QEMU bug",
+        # From 10.1 (00f3fcef1981, "migration: refactor channel discovery
+        # mechanism") the destination peeks at the first bytes of every
+        # incoming channel, in the main loop; a channel closed before them
+        # fails the incoming migration, and QEMU exits even in
+        # postcopy-paused: the guest is lost.  No fix released as of 11.1.
+        scopes=(scope(ALL_ARCHES, "*", ">=10.1", across=False),),
+        shows=re.compile(r"Failed to peek at channel"),
+        every_migration=False,
+        reported=_README + "; QEMU 00f3fcef1981",
+    ),
 )
 
 

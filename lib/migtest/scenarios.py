@@ -11,14 +11,19 @@ from __future__ import annotations
 from typing import Callable, Optional, Tuple, Union
 
 from .pair import MigrationPair
+from .proxy import FaultyChannel
 from .qapi import MigrationInfo
 from .status import Status
-from .transport import Channel
+from .transport import Channel, TcpChannel
 from .verify import assert_statuses_after
 
 #: The statuses a postcopy may not reach while paused or recovering: a
 #: failed side loses the guest, and neither can have it all yet.
 UNRECOVERABLE: Tuple[Status, ...] = ("failed", "completed", "active")
+
+#: Bytes of a recovery's stream let through before its link stalls (see
+#: :func:`recovery_stalled_in_handshake`).
+HANDSHAKE_START = 16
 
 #: postcopy's bandwidth while it is to be paused: slow enough that it cannot
 #: finish first (a page a second).
@@ -69,6 +74,26 @@ def postcopy_recovered(
     return postcopy_recovery_completes(pair)
 
 
+def postcopy_crawling(pair: MigrationPair, channel: Union[str, Channel]) -> None:
+    """Postcopy under way, held in ``postcopy-active`` by a crawling bandwidth.
+
+    Postcopy pulls a page a second meanwhile, so it cannot finish before
+    the test is done with it; :func:`postcopy_completes` lets it run.
+    """
+    pair.src.set_parameters({"max-postcopy-bandwidth": CRAWL})
+    pair.prevent_convergence()
+    pair.migrate(channel)
+    pair.src.wait_for_dirty_sync(2)
+    pair.start_postcopy()
+    pair.wait_for_postcopy()
+
+
+def postcopy_completes(pair: MigrationPair) -> MigrationInfo:
+    """A crawling postcopy at full speed again, to completion."""
+    pair.src.set_parameters({"max-postcopy-bandwidth": 0})
+    return pair.wait_for_completion()
+
+
 def postcopy_paused(
     pair: MigrationPair,
     channel: Union[str, Channel],
@@ -77,19 +102,27 @@ def postcopy_paused(
     """Postcopy under way, then broken by ``pause``: both sides wait, paused.
 
     Paused, both sides must wait in ``postcopy-paused``: never failed (the
-    guest would be lost), active or completed.  Postcopy crawls meanwhile,
-    so it cannot finish first; :func:`postcopy_recovery_completes` lets it
-    run again.
+    guest would be lost), active or completed.
     """
     pair.require_commands("migrate-recover", *([] if pause else ["migrate-pause"]))
-    pair.src.set_parameters({"max-postcopy-bandwidth": CRAWL})
-    pair.prevent_convergence()
-    pair.migrate(channel)
-    pair.src.wait_for_dirty_sync(2)
-    pair.start_postcopy()
-    pair.wait_for_postcopy()
+    postcopy_crawling(pair, channel)
     (pause or pair.pause)()
     wait_until_paused(pair)
+
+
+def recovery_stalled_in_handshake(pair: MigrationPair) -> FaultyChannel:
+    """A paused postcopy's recovery whose link stalls once it started: both sides recovering.
+
+    The link carries the recovery's first bytes, so the destination knows
+    the connection for what it is (QEMU 8.0 on peeks at a channel's first
+    bytes to tell), and then nothing: the handshake cannot end.
+
+    :return: the link, to be cut.
+    """
+    link = FaultyChannel(TcpChannel(), stalled_after=HANDSHAKE_START)
+    pair.recover(link)
+    pair.wait_for_both("postcopy-recover", fail_on=UNRECOVERABLE)
+    return link
 
 
 def wait_until_paused(pair: MigrationPair) -> None:
@@ -103,8 +136,7 @@ def postcopy_recovery_completes(pair: MigrationPair) -> MigrationInfo:
     After the first pause, neither side may have gone back to ``active``
     or failed.
     """
-    pair.src.set_parameters({"max-postcopy-bandwidth": 0})
-    final = pair.wait_for_completion()
+    final = postcopy_completes(pair)
     for side in (pair.src, pair.dst):
         assert_statuses_after(side, "postcopy-paused", forbidden={"failed", "active"})
     return final

@@ -2,7 +2,18 @@
 
 from typing import Dict
 
-from migtest.scenarios import live_precopy, migrate_again
+from migtest.errors import CheckFailure, QMPError
+from migtest.scenarios import (
+    live_precopy,
+    migrate_again,
+    postcopy_completes,
+    postcopy_crawling,
+    postcopy_paused,
+    postcopy_recovery_completes,
+    recovery_stalled_in_handshake,
+    wait_until_paused,
+)
+from migtest.status import Status
 from migtest.test import MigrationTest
 from migtest.transport import refused_target
 
@@ -14,6 +25,9 @@ CANCELLED_IN: Dict[str, str] = {
     "completed": "test_after_completion",
     "failed": "test_after_failure",
     "cancelled": "test_twice",
+    "postcopy-active": "test_in_postcopy",
+    "postcopy-paused": "test_in_postcopy_paused",
+    "postcopy-recover": "test_in_postcopy_recovery",
 }
 #: The statuses no test holds a source in, and why.
 NOT_HELD: Dict[str, str] = {
@@ -23,11 +37,8 @@ NOT_HELD: Dict[str, str] = {
     "device": "lasts only while the device state is sent, after pre-switchover",
     "wait-unplug": "needs a failover network device to unplug",
     "colo": "needs a QEMU built with replication and a COLO secondary",
-    "postcopy-active": "postcopy: not covered yet",
-    "postcopy-paused": "postcopy: not covered yet",
-    "postcopy-recover": "postcopy: not covered yet",
-    "postcopy-recover-setup": "postcopy: not covered yet",
-    "postcopy-device": "postcopy: not covered yet",
+    "postcopy-recover-setup": "lasts only until a recovery's channel connects",
+    "postcopy-device": "passes by while the device state is sent at the switch to postcopy",
 }
 
 
@@ -37,7 +48,9 @@ class Cancel(MigrationTest):
     QEMU promises that a cancel leaves the source's guest running and able
     to migrate again; that it is a no-op where there is nothing to cancel
     (before any migration, after one completed, failed or was cancelled);
-    and every status it can report is either cancelled in here or listed
+    that it is refused once postcopy started (the destination has run the
+    guest: the source cannot take it back), the migration going on to
+    complete; and every status it can report is either cancelled in here or listed
     with the reason it is not (:data:`NOT_HELD`), asked of the QEMU under
     test, so a status a new version adds cannot go unnoticed.
 
@@ -119,4 +132,58 @@ class Cancel(MigrationTest):
         self.assertEqual(pair.src.info()["status"], "failed")
         self.assert_guest_runs(pair.src.machine)
         live_precopy(pair, "unix")
+        self.verify_migration()
+
+    def start_postcopy_pair(self) -> None:
+        """A running destination, postcopy enabled."""
+        self.start_pair(dst_paused=False)
+        self.enable_postcopy()
+
+    def assert_cancel_refused(self, status: Status) -> None:
+        """``migrate_cancel`` in ``status``, a postcopy one, is refused and changes nothing.
+
+        Accepted, it would leave the guest nowhere whole: the destination
+        has run it, and the source holds RAM the destination lacks.
+        """
+        pair = self.pair
+        try:
+            pair.src.cancel()
+        except QMPError as refused:
+            self.log.info("migrate_cancel refused in %s: %s", status, refused.desc)
+        else:
+            raise CheckFailure(
+                f"migrate_cancel was accepted in {status}: source now "
+                f"{pair.src.info().get('status')}, run state {pair.src.run_state()}; "
+                f"destination {pair.dst.info().get('status')}"
+            )
+        for side in (pair.src, pair.dst):
+            self.assertEqual(side.info().get("status"), status, f"{side.name} after the cancel")
+
+    def test_in_postcopy(self) -> None:
+        """Refused in postcopy-active; the postcopy then completes."""
+        self.start_postcopy_pair()
+        postcopy_crawling(self.pair, "unix")
+        self.assert_cancel_refused("postcopy-active")
+        postcopy_completes(self.pair)
+        self.verify_migration()
+
+    def test_in_postcopy_paused(self) -> None:
+        """Refused in postcopy-paused; a recovery then completes the migration."""
+        self.start_postcopy_pair()
+        postcopy_paused(self.pair, "unix")
+        self.assert_cancel_refused("postcopy-paused")
+        self.pair.recover("unix")
+        postcopy_recovery_completes(self.pair)
+        self.verify_migration()
+
+    def test_in_postcopy_recovery(self) -> None:
+        """Refused while a recovery is under way; once its link breaks, another completes."""
+        self.start_postcopy_pair()
+        postcopy_paused(self.pair, "unix")
+        link = recovery_stalled_in_handshake(self.pair)
+        self.assert_cancel_refused("postcopy-recover")
+        link.cut()
+        wait_until_paused(self.pair)
+        self.pair.recover("unix")
+        postcopy_recovery_completes(self.pair)
         self.verify_migration()

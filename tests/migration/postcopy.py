@@ -10,17 +10,13 @@ from migtest.scenarios import (
     postcopy_paused,
     postcopy_recovered,
     postcopy_recovery_completes,
+    recovery_stalled_in_handshake,
     wait_until_paused,
 )
 from migtest.test import MigrationTest
 from migtest.transport import TcpChannel, refused_target
 from migtest.wait import wait_for
 
-#: Bytes of a recovery's stream let through before its link stalls: the
-#: destination has read enough to know the connection (QEMU 8.0 on peeks at
-#: a channel's first bytes to tell what it is for), the handshake is under
-#: way, and neither side can finish it.
-HANDSHAKE_START = 16
 #: Seconds a refused recovery may take to be given up.
 REFUSAL_TIMEOUT = 30.0
 
@@ -120,9 +116,7 @@ class Postcopy(MigrationTest):
         self.start_postcopy_pair()
         pair = self.pair
         postcopy_paused(pair, "unix")
-        link = FaultyChannel(TcpChannel(), stalled_after=HANDSHAKE_START)
-        pair.recover(link)
-        pair.wait_for_both("postcopy-recover", fail_on=UNRECOVERABLE)
+        link = recovery_stalled_in_handshake(pair)
         link.cut()
         wait_until_paused(pair)
         pair.recover("unix")
