@@ -185,6 +185,16 @@ def test_server_certificate_names_only_the_hostnames_asked(
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "wrong.invalid"
 
 
+def test_a_nameless_server_certificate_names_no_host(
+    ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    cert = load_cert(ca.issue_nameless_server(tmp_path) / "server-cert.pem")
+    with pytest.raises(x509.ExtensionNotFound):
+        extension(cert, x509.SubjectAlternativeName)
+    (common_name,) = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    assert " " in str(common_name.value), "a common name that could be a host name"
+
+
 def test_server_certificate_needs_a_hostname(ca: CertificateAuthority, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="hostnames"):
         ca.issue_server(tmp_path, [])

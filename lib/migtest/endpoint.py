@@ -257,6 +257,18 @@ class Endpoint:
         self.require_argument_value("object-add", "qom-type", arguments["qom-type"])
         self.machine.cmd("object-add", **arguments)
 
+    def add_authz(self, object_id: str, identity: str) -> None:
+        """Create an ``authz-simple`` object, for the ``tls-authz`` parameter.
+
+        A TLS server given it lets in only the client whose certificate's
+        distinguished name is ``identity``.
+
+        :raise Unavailable: this QEMU has no such object type.
+        """
+        self.require_argument_value("object-add", "qom-type", "authz-simple")
+        arguments: Dict[str, Any] = {"qom-type": "authz-simple", "id": object_id}
+        self.machine.cmd("object-add", **arguments, identity=identity)
+
     def parameters(self) -> MigrationParameters:
         """The current migration parameters (``query-migrate-parameters``)."""
         return cast(MigrationParameters, self.machine.cmd("query-migrate-parameters"))

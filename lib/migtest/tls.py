@@ -66,6 +66,9 @@ _IDENTITY_FILES = {"server": (SERVER_CERT, SERVER_KEY), "client": (CLIENT_CERT, 
 #: The names a server certificate carries unless told otherwise: those a
 #: migration between two QEMUs of the same host connects with.
 LOCAL_HOSTNAMES = ("localhost", "127.0.0.1", "::1")
+#: The common name of a server certificate that names no host: with a space,
+#: no host name can match it.
+NAMELESS_SERVER = "migtest server"
 #: The PSK identity a client presents; QEMU's own default when none is set.
 PSK_USERNAME = "qemu"
 #: Bytes of a generated PSK: 256 bits, as ``psktool`` (in QEMU's
@@ -137,6 +140,18 @@ class CertificateAuthority:
             x509.SubjectAlternativeName([_general_name(h) for h in hostnames]),
         ]
         self._write(directory, "server", hostnames[0], extensions, also_trust)
+        return directory
+
+    def issue_nameless_server(self, directory: Path) -> Path:
+        """Write a server's credentials whose certificate names no host at all.
+
+        A common name that is no host name, and no subjectAltName: a client
+        has nothing to match the host it dialled against, and must refuse.
+
+        :return: ``directory``, for :func:`x509_arguments`.
+        """
+        extensions = [x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH])]
+        self._write(directory, "server", NAMELESS_SERVER, extensions, ())
         return directory
 
     def issue_client(

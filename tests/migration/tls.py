@@ -187,6 +187,40 @@ class Tls(MigrationTest):
         self.anonymous_client_pair(server_verifies=False)
         self.migrate_over_tls()
 
+    def test_x509_friendly_client(self) -> None:
+        """The server lets in only the client it names (``tls-authz``): that one completes."""
+        self.x509_pair()
+        self.authorize_client("CN=migtest client")
+        self.migrate_over_tls()
+
+    def test_x509_unauthorized_client(self) -> None:
+        """A client of the right CA, but not the one ``tls-authz`` names: refused."""
+        self.x509_pair()
+        self.authorize_client("CN=another client")
+        self.migration_refused(
+            src_says=SOURCE_CUT_OFF, dst_says="authz check for CN=migtest client is denied"
+        )
+
+    def authorize_client(self, identity: str) -> None:
+        """The destination lets in only the client whose certificate is ``identity``."""
+        self.pair.dst.add_authz("migtest-authz", identity)
+        self.pair.dst.set_parameters({"tls-authz": "migtest-authz"})
+
+    def test_x509_no_hostname(self) -> None:
+        """The certificate names no host, and no tls-hostname: the source refuses."""
+        ca = CertificateAuthority()
+        ca.issue_nameless_server(self.credentials("dst"))
+        ca.issue_client(self.credentials("src"))
+        self.tls_pair(
+            x509_arguments("client", self.credentials("src")),
+            x509_arguments("server", self.credentials("dst")),
+        )
+        self.migration_refused(
+            src_says="does not match the hostname 127.0.0.1",
+            dst_says="Not a migration stream",
+            dst_exits=True,
+        )
+
     def test_x509_mismatch_host(self) -> None:
         """The certificate names another host: the source refuses the server."""
         self.x509_pair(("qemu.example.org",), hostname="other.example.org")
