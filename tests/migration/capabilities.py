@@ -5,7 +5,9 @@ from typing import ClassVar
 
 from migtest.arch import MiB
 from migtest.checks import check_shared_ram_not_sent, check_throttle_steps
+from migtest.errors import QMPError
 from migtest.qapi import MigrationParameters
+from migtest.scenarios import live_precopy
 from migtest.test import MigrationTest
 
 
@@ -103,4 +105,29 @@ class AutoConverge(MigrationTest):
         self.assertLessEqual(info.get("cpu-throttle-percentage", 0), self.MAXIMUM)
         pair.src.continue_switchover()
         pair.wait_for_completion()
+        self.verify_migration()
+
+
+class SwitchoverAck(MigrationTest):
+    """Switchover-ack: the source switches over only once the destination says it may.
+
+    The destination acknowledges once every device that asked for it is
+    ready to switch over (VFIO's precopy data loaded); with no such device,
+    at once.  The acknowledgement travels on the return path, so QEMU
+    refuses the capability without ``return-path``.  QEMU 8.1 on.
+
+    :avocado: enable
+    :avocado: tags=migration,precopy,switchover-ack,tcp
+    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
+    """
+
+    def test_switchover_ack(self) -> None:
+        """Refused without the return path; with it, a live migration completes."""
+        pair = self.start_pair()
+        pair.require_capabilities("switchover-ack")
+        for side in (pair.src, pair.dst):
+            with self.assertRaisesRegex(QMPError, "return-path", msg=f"{side.name} took it alone"):
+                side.set_capabilities({"switchover-ack": True})
+        pair.set_capabilities({"return-path": True, "switchover-ack": True})
+        live_precopy(pair, "tcp")
         self.verify_migration()
