@@ -43,3 +43,32 @@ def test_a_switchover_before_the_count_ends_the_wait() -> None:
     side = Endpoint(Answers([at("active", 1), at("device", 1)]))  # type: ignore[arg-type]
     with pytest.raises(MigtestError, match=r"reached 'device' before dirty sync 2 \(at 1\)"):
         side.wait_for_dirty_sync(2, timeout=5)
+
+
+class Announcing(Answers):
+    """Announces the MIGRATION events ``statuses``, one more at each look."""
+
+    def __init__(self, statuses: List[str]) -> None:
+        super().__init__([at("postcopy-paused", 2)])
+        self._statuses = statuses
+        self._shown = 0
+
+    def events(self, name: str) -> List[Any]:
+        assert name == "MIGRATION", name
+        self._shown = min(self._shown + 1, len(self._statuses))
+        return [{"data": {"status": s}} for s in self._statuses[: self._shown]]
+
+
+def test_announcements_after_a_mark_are_awaited_in_order() -> None:
+    side = Endpoint(  # type: ignore[arg-type]
+        Announcing(["postcopy-paused", "postcopy-recover-setup", "postcopy-paused"])
+    )
+    side.wait_for_announcements(["postcopy-recover-setup", "postcopy-paused"], since=1, timeout=5)
+
+
+def test_other_announcements_time_out_saying_what_came() -> None:
+    side = Endpoint(Announcing(["postcopy-paused", "postcopy-recover"]))  # type: ignore[arg-type]
+    with pytest.raises(MigtestError, match=r"announce .*last seen: \['postcopy-recover'\]"):
+        side.wait_for_announcements(
+            ["postcopy-recover-setup", "postcopy-paused"], since=1, timeout=0.2
+        )

@@ -515,3 +515,22 @@ class Endpoint:
     def status_history(self) -> List[str]:
         """Statuses announced by MIGRATION events so far (needs ``events``)."""
         return [e["data"]["status"] for e in self.machine.events("MIGRATION")]
+
+    def wait_for_announcements(
+        self, expected: Sequence[Status], since: int, timeout: float = STATUS_TIMEOUT
+    ) -> None:
+        """Wait until the statuses announced after the first ``since`` are ``expected``.
+
+        For statuses that pass too fast for ``query-migrate`` to see, such
+        as a recovery's ``postcopy-recover-setup`` on its way back to
+        ``postcopy-paused``: the MIGRATION events keep every one.
+
+        :raise WaitTimeout: they did not come within ``timeout``; the
+            message shows those that did.
+        """
+
+        def check() -> Tuple[bool, List[str]]:
+            announced = self.status_history()[since:]
+            return announced == list(expected), announced
+
+        wait_for(check, what=f"{self.name} to announce {list(expected)}", timeout=timeout)

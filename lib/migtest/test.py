@@ -355,6 +355,15 @@ class MigrationTest(Test):
         )
         return self.pair
 
+    def start_postcopy_pair(self, *more: Capability) -> MigrationPair:
+        """Start a pair whose destination runs, as postcopy needs; enable postcopy (and ``more``).
+
+        :raise Unavailable: see :meth:`enable_postcopy`.
+        """
+        pair = self.start_pair(dst_paused=False)
+        self.enable_postcopy(*more)
+        return pair
+
     def enable_postcopy(self, *more: Capability) -> None:
         """Enable postcopy (and ``more`` capabilities) on both sides.
 

@@ -134,11 +134,6 @@ class Cancel(MigrationTest):
         live_precopy(pair, "unix")
         self.verify_migration()
 
-    def start_postcopy_pair(self) -> None:
-        """A running destination, postcopy enabled."""
-        self.start_pair(dst_paused=False)
-        self.enable_postcopy()
-
     def assert_cancel_refused(self, status: Status) -> None:
         """``migrate_cancel`` in ``status``, a postcopy one, is refused and changes nothing.
 

@@ -56,8 +56,7 @@ class Faults(MigrationTest):
 
     def test_link_cut_during_postcopy(self) -> None:
         """The link drops in postcopy: both sides pause, and recover over a new one."""
-        pair = self.start_pair(dst_paused=False)
-        self.enable_postcopy()
+        pair = self.start_postcopy_pair()
         link = FaultyChannel(TcpChannel())
         postcopy_recovered(pair, link, "unix", pause=link.cut)
         self.verify_migration()

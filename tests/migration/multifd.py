@@ -134,8 +134,7 @@ class Multifd(MigrationTest):
 
     def multifd_postcopy(self, *more: Capability) -> None:
         """Multifd precopy, then postcopy (with ``more``), to completion."""
-        pair = self.start_pair(dst_paused=False)
-        self.enable_postcopy("multifd", *more)
+        pair = self.start_postcopy_pair("multifd", *more)
         pair.set_parameters({"multifd-channels": 4})
         final = postcopy(pair, "tcp")
         check_multifd_used(final["ram"], "some")

@@ -1,9 +1,6 @@
 """Postcopy migration, its preempt channel, and its recovery from broken channels."""
 
-from typing import List, Tuple
-
 from migtest.proxy import FaultyChannel
-from migtest.qapi import Capability
 from migtest.scenarios import (
     UNRECOVERABLE,
     postcopy,
@@ -15,10 +12,6 @@ from migtest.scenarios import (
 )
 from migtest.test import MigrationTest
 from migtest.transport import TcpChannel, refused_target
-from migtest.wait import wait_for
-
-#: Seconds a refused recovery may take to be given up.
-REFUSAL_TIMEOUT = 30.0
 
 
 class Postcopy(MigrationTest):
@@ -30,21 +23,12 @@ class Postcopy(MigrationTest):
     migration, RAM cannot be compared byte for byte: the guest's own
     pattern is checked instead.
 
-    Once postcopy runs, neither side holds the whole guest: QEMU promises
-    that a broken channel pauses both sides (never fails them) and that a
-    recovery, however many attempts it takes, completes the migration.
-
     Cancelled when the host does not allow userfaultfd.
 
     :avocado: enable
     :avocado: tags=migration,seed,postcopy,unix
     :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
     """
-
-    def start_postcopy_pair(self, *more: Capability) -> None:
-        """A running destination, postcopy (and ``more``) enabled."""
-        self.start_pair(dst_paused=False)
-        self.enable_postcopy(*more)
 
     def test_postcopy(self) -> None:
         """Switch to postcopy after one pass; the destination reports its blocktime."""
@@ -67,54 +51,78 @@ class Postcopy(MigrationTest):
         postcopy_recovered(self.pair, "unix", "unix")
         self.verify_migration()
 
+
+class PostcopyPreempt(MigrationTest):
+    """Postcopy-preempt: the pages the destination faults on take a channel of their own.
+
+    So a page the guest waits for does not queue behind the background
+    stream.  A recovery must make both channels anew.
+
+    :avocado: enable
+    :avocado: tags=migration,postcopy,preempt,unix
+    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
+    """
+
     def test_preempt(self) -> None:
-        """Postcopy-preempt: the pages the destination faults on take a channel of their own."""
+        """Switch to postcopy-preempt after one pass, to completion."""
         self.start_postcopy_pair("postcopy-preempt")
         postcopy(self.pair, "unix")
         self.verify_migration()
 
     def test_preempt_recovery(self) -> None:
-        """Postcopy-preempt paused and recovered: both its channels are made anew."""
+        """Postcopy-preempt paused and recovered over new channels."""
         self.start_postcopy_pair("postcopy-preempt")
         postcopy_recovered(self.pair, "unix", "unix")
         self.verify_migration()
 
-    def test_recovery_refused_then_recovered(self) -> None:
+
+class RecoveryFailures(MigrationTest):
+    """A postcopy recovery that fails first: the next one must still complete.
+
+    Once postcopy runs, neither side holds the whole guest, so QEMU
+    promises that a failed recovery, however it fails, leaves both sides
+    paused (never failed, never exited) and recoverable again.
+
+    :avocado: enable
+    :avocado: tags=migration,postcopy,recovery,tcp
+    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
+    """
+
+    def test_refused_then_recovered(self) -> None:
         """A recovery whose connection is refused leaves both sides paused; the next completes.
 
         The destination listens; the source first dials an address that
         refuses.  QEMU promises the source stays recoverable: from the
-        version that has the ``postcopy-recover-setup`` status on, it
-        announces that status and then ``postcopy-paused`` again (what
+        version that has the ``postcopy-recover-setup`` status on (9.1),
+        it announces that status and then ``postcopy-paused`` again (what
         libvirt watches for), saying why; older ones stay paused and say
         nothing.  The same listening destination then takes the source's
         second attempt.
         """
-        self.start_postcopy_pair()
-        pair = self.pair
+        pair = self.start_postcopy_pair()
         postcopy_paused(pair, "unix")
         channel = pair.listen_for_recovery("unix")
         mark = len(pair.src.status_history())
         with refused_target() as nobody:
             pair.src.resume(nobody)
             if "postcopy-recover-setup" in pair.src.known_statuses():
-                self.wait_for_statuses_since(mark, ["postcopy-recover-setup", "postcopy-paused"])
+                pair.src.wait_for_announcements(
+                    ["postcopy-recover-setup", "postcopy-paused"], since=mark
+                )
                 self.assertIn("refused", pair.src.info().get("error-desc", ""))
         pair.src.wait_for_status("postcopy-paused", fail_on=UNRECOVERABLE)
         pair.resume_over(channel)
         postcopy_recovery_completes(pair)
         self.verify_migration()
 
-    def test_recovery_broken_in_handshake(self) -> None:
+    def test_broken_in_handshake(self) -> None:
         """A recovery whose link breaks mid-handshake: both sides pause again, the next completes.
 
         The new link carries the recovery's first bytes, so both sides are
         in ``postcopy-recover``, and then nothing: the handshake cannot end.
-        When the link breaks, both must go back to ``postcopy-paused``
-        (never fail or exit: neither holds the whole guest).
+        When the link breaks, both must go back to ``postcopy-paused``.
         """
-        self.start_postcopy_pair()
-        pair = self.pair
+        pair = self.start_postcopy_pair()
         postcopy_paused(pair, "unix")
         link = recovery_stalled_in_handshake(pair)
         link.cut()
@@ -123,7 +131,7 @@ class Postcopy(MigrationTest):
         postcopy_recovery_completes(pair)
         self.verify_migration()
 
-    def test_recovery_silent_then_broken(self) -> None:
+    def test_silent_then_broken(self) -> None:
         """A recovery link that carries nothing, then breaks: both pause again, the next completes.
 
         The source connects (its status says ``postcopy-recover``) but not
@@ -132,8 +140,7 @@ class Postcopy(MigrationTest):
         asked meanwhile.  Then the same promise as mid-handshake: both
         sides paused, the destination alive, and a recovery completes.
         """
-        self.start_postcopy_pair()
-        pair = self.pair
+        pair = self.start_postcopy_pair()
         postcopy_paused(pair, "unix")
         link = FaultyChannel(TcpChannel(), stalled_after=0)
         pair.recover(link)
@@ -143,13 +150,3 @@ class Postcopy(MigrationTest):
         pair.recover("unix")
         postcopy_recovery_completes(pair)
         self.verify_migration()
-
-    def wait_for_statuses_since(self, mark: int, expected: List[str]) -> None:
-        """The source's MIGRATION events after the first ``mark`` are ``expected``."""
-        src = self.pair.src
-
-        def check() -> Tuple[bool, List[str]]:
-            since = src.status_history()[mark:]
-            return since == expected, since
-
-        wait_for(check, what=f"{src.name} to announce {expected}", timeout=REFUSAL_TIMEOUT)
