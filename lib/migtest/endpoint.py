@@ -11,6 +11,7 @@ ignores it is a bug this suite should catch; and what the QEMU lacks is an
 
 from __future__ import annotations
 
+import os
 from typing import (
     Any,
     Dict,
@@ -26,7 +27,15 @@ from typing import (
 )
 
 from .checks import check_switchover_budget
-from .errors import CheckFailure, ConfigError, MigtestError, Unavailable
+from .errors import (
+    CheckFailure,
+    ConfigError,
+    MigtestError,
+    QMPConnectionLost,
+    QMPError,
+    Unavailable,
+    WaitTimeout,
+)
 from .machine import QEMUMachine
 from .metrics import MigrationRecorder
 from .qapi import (
@@ -46,6 +55,9 @@ from .wait import wait_for
 #: Seconds a migration status may take to be reached (QEMU's own tests cap
 #: their status waits at 120 s after unlimited waits hung CI).
 STATUS_TIMEOUT = 120.0
+#: Seconds a QEMU whose monitor went away is given to finish exiting, so
+#: that a failure says how it ended (a crash's signal) rather than "no answer".
+DYING_TIMEOUT = 5.0
 #: Seconds a guest may take to suspend itself or be woken: the suspending
 #: guest suspends after its first pass, a second or so after SeaBIOS.
 RUN_STATE_TIMEOUT = 30.0
@@ -200,6 +212,104 @@ class Endpoint:
         missing = sorted(set(names) - self.supported_commands())
         if missing:
             raise Unavailable(f"{self.describe()}: lacks the QMP commands: {', '.join(missing)}")
+
+    def migration_transports(self) -> FrozenSet[str]:
+        """The transports ``migrate`` takes here (``MigrationAddressType``, QEMU 8.2 on).
+
+        Read from the schema, down ``migrate``'s ``channels`` argument to the
+        type of its address's ``transport`` tag.  The ``file`` transport came
+        with that argument: a QEMU without it refuses ``file:`` URIs, and
+        this is empty there.
+        """
+        schema = self._schema()
+
+        def member_type(entity: Dict[str, Any], name: str) -> Dict[str, Any]:
+            types = [m["type"] for m in entity.get("members", []) if m["name"] == name]
+            return schema.get(types[0], {}) if types else {}
+
+        channels = member_type(
+            schema.get(schema.get("migrate", {}).get("arg-type", ""), {}), "channels"
+        )
+        channel = schema.get(channels.get("element-type", ""), {})
+        address = member_type(channel, "addr")
+        enum = member_type(address, address.get("tag", ""))
+        return frozenset(m["name"] for m in enum.get("members", [])) or frozenset(
+            enum.get("values", [])
+        )
+
+    def require_transport(self, transport: str) -> None:
+        """:raise Unavailable: ``migrate`` does not take ``transport`` here (``file``: 8.2 on)."""
+        if transport not in self.migration_transports():
+            self._lacks("'migrate' lacks the transport", [f"transport={transport}"])
+
+    def require_together(self, capabilities: Mapping[Capability, bool]) -> None:
+        """Set ``capabilities`` together, or raise Unavailable if QEMU says they cannot be.
+
+        For combinations no QEMU version number tells: QEMU refuses them in
+        ``migrate-set-capabilities`` (mapped-ram with postcopy: "Mapped-ram
+        migration is incompatible with postcopy", every release up to 11.1).
+        Its own words are the reason.
+
+        :raise Unavailable: QEMU lacks one of them, or calls them incompatible.
+        :raise QMPError: QEMU refused them for another reason.
+        """
+        try:
+            self.set_capabilities(capabilities)
+        except QMPError as exc:
+            if "incompatible" not in exc.desc:
+                raise
+            names = "+".join(capabilities)
+            raise Unavailable(
+                f"{self.describe()}: refuses {names} together: {exc.desc}", expected=False
+            ) from exc
+
+    # -- descriptors ----------------------------------------------------------
+
+    def add_fd(self, fd: int, fdset_id: Optional[int] = None) -> int:
+        """Put a copy of our ``fd`` in one of QEMU's fd sets (``add-fd``).
+
+        ``file:/dev/fdset/ID`` then opens the file through the set: QEMU
+        duplicates a descriptor of it whose access mode (and ``O_DIRECT``)
+        matches what it asks for, and closes the duplicate when done.
+
+        :param fdset_id: the set to add to; a new one if not given.
+        :return: the set's id.
+        :raise Unavailable: this QEMU has no ``add-fd``.
+        """
+        self.require_commands(["add-fd"])
+        arguments = {} if fdset_id is None else {"fdset_id": fdset_id}
+        answer = self.machine.cmd_passing_fd(fd, "add-fd", **arguments)
+        return int(answer["fdset-id"])
+
+    def remove_fdset(self, fdset_id: int) -> None:
+        """Remove fd set ``fdset_id`` (``remove-fd``).
+
+        QEMU frees the set once no duplicate of its descriptors is open: a
+        set still listed afterwards (:meth:`fdsets`) is one QEMU still uses.
+        """
+        self.machine.cmd("remove-fd", fdset_id=fdset_id)
+
+    def fdsets(self) -> List[Dict[str, Any]]:
+        """QEMU's fd sets and their descriptors (``query-fdsets``)."""
+        fdsets: List[Dict[str, Any]] = self.machine.cmd("query-fdsets")
+        return fdsets
+
+    def open_descriptors(self) -> List[str]:
+        """What QEMU's process has open: each descriptor's target (``/proc/PID/fd``), sorted.
+
+        :raise MigtestError: QEMU is not running.
+        """
+        pid = self.machine.pid
+        if pid is None or not self.machine.is_running():
+            raise MigtestError(f"{self.name}: QEMU is not running: no descriptors to read")
+        directory = f"/proc/{pid}/fd"
+        targets = []
+        for fd in os.listdir(directory):
+            try:
+                targets.append(os.readlink(f"{directory}/{fd}"))
+            except FileNotFoundError:  # closed between the listing and the read
+                continue
+        return sorted(targets)
 
     # -- settings -------------------------------------------------------------
 
@@ -504,7 +614,12 @@ class Endpoint:
                 state = f"status {info.get('status', 'none')}"
                 if "error-desc" in info:
                     state += f" ({info['error-desc']})"
-            except MigtestError as exc:  # it died meanwhile, or stopped answering
+            except QMPConnectionLost as lost:  # dying: say how it ended, once it has
+                try:
+                    state = f"exited with {self.machine.wait_for_exit(timeout=DYING_TIMEOUT)}"
+                except WaitTimeout:
+                    state = f"no answer ({lost})"
+            except MigtestError as exc:  # it stopped answering
                 state = f"no answer ({exc})"
         else:
             state = f"exited with {self.machine.exitcode}"

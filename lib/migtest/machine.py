@@ -436,6 +436,16 @@ class QEMUMachine:
         monitor.send_fd(fd)
         monitor.execute("getfd", {"fdname": fdname}, timeout)
 
+    def cmd_passing_fd(
+        self, fd: int, command: str, timeout: float = COMMAND_TIMEOUT, **arguments: Any
+    ) -> Any:
+        """Run ``command`` with ``fd`` passed along (SCM_RIGHTS): ``add-fd`` takes it.
+
+        :raise QMPError: QEMU answered with an error.
+        """
+        self._monitor().send_fd(fd)
+        return self.cmd(command, timeout, **arguments)
+
     def _pull_events(self, wait: float) -> None:
         """Move events that QEMU sent into the history, waiting up to ``wait``."""
         monitor = self._monitor()

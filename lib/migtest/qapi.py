@@ -46,6 +46,7 @@ ADDED_IN: Dict[str, Tuple[int, int]] = {
     "multifd-qatzip-level": (9, 2),
     "cpr-exec-command": (10, 2),
     # Values of an enum argument: ``argument=value``.
+    "transport=file": (8, 2),
     "multifd-compression=qpl": (9, 1),
     "multifd-compression=uadk": (9, 1),
     "multifd-compression=qatzip": (9, 2),

@@ -23,10 +23,11 @@ import contextlib
 import os
 import shlex
 import socket
+from pathlib import Path
 from typing import Callable, ClassVar, Dict, Iterator, List, Optional, Type
 
 from .endpoint import Endpoint
-from .errors import ConfigError, MigtestError, StateError
+from .errors import CheckFailure, ConfigError, MigtestError, StateError, Unavailable
 from .qapi import Target
 
 
@@ -231,8 +232,232 @@ class ExecChannel(Channel):
         return f"exec:cat > {shlex.quote(self.path)}"
 
 
+#: How a migration stream starts (``QEMU_VM_FILE_MAGIC``), file or socket.
+STREAM_MAGIC = b"QEVM"
+
+
+class FileChannel(Channel):
+    """Into a file, then out of it (``file:``, QEMU 8.2 on).
+
+    Not live: the source writes the whole migration, then the destination
+    loads it.  With mapped-ram each page has its place in the file, and
+    multifd channels write and read it at once.
+
+    :param offset: where in the file the stream starts.  QEMU leaves the
+        bytes before it alone; so that a change shows, they are filled
+        with a pattern first (:meth:`check_written`).
+    :param as_channels: name the file with a ``channels`` list, not a URI.
+    """
+
+    name = "file"
+    live = False
+
+    def __init__(
+        self, label: str = "migration", offset: int = 0, as_channels: bool = False
+    ) -> None:
+        super().__init__(label)
+        self.offset = offset
+        self.as_channels = as_channels
+        self._directory: Optional[Path] = None
+
+    @property
+    def path(self) -> str:
+        """The file, relative to the work directory."""
+        return f"{self.label}.mig"
+
+    @property
+    def prefix(self) -> bytes:
+        """What the file holds before :attr:`offset`, before and after the migration."""
+        pattern = bytes(range(1, 256))  # no zero: a file truncated and regrown reads zeros
+        return (pattern * (self.offset // len(pattern) + 1))[: self.offset]
+
+    def create(self, directory: Path) -> None:
+        """Create the file in ``directory``, holding only :attr:`prefix`."""
+        self._directory = Path(directory)
+        (self._directory / self.path).write_bytes(self.prefix)
+
+    def prepare(self, src: Endpoint, dst: Endpoint) -> None:
+        """Check that both sides take ``file:``; create the file.
+
+        :raise Unavailable: a side's QEMU lacks the file transport.
+        """
+        for side in (src, dst):
+            side.require_transport("file")
+        self.create(src.machine.workdir)
+
+    def _location(self) -> str:
+        """The file as QEMU opens it: a path, or a fd set (:class:`FdsetChannel`)."""
+        return self.path
+
+    def _target(self, side: Endpoint, command: str) -> Target:
+        if not self.as_channels:
+            return f"file:{self._location()}" + (f",offset={self.offset}" if self.offset else "")
+        side.require_arguments(command, ["channels"])
+        address = {"transport": "file", "filename": self._location(), "offset": self.offset}
+        return [{"channel-type": "main", "addr": address}]
+
+    def listen_target(self, dst: Endpoint) -> Target:
+        return self._target(dst, "migrate-incoming")
+
+    def send_target(self, src: Endpoint, dst: Endpoint) -> Target:
+        return self._target(src, "migrate")
+
+    def check_written(self) -> None:
+        """The file as a migration into it must leave it.
+
+        The bytes before :attr:`offset` are what they were, and the stream
+        starts at the offset (``QEVM``).
+
+        :raise CheckFailure: either is not so.
+        :raise StateError: the file was never created.
+        """
+        if self._directory is None:
+            raise StateError("check_written() before the file was created")
+        with open(self._directory / self.path, "rb") as file:
+            before = file.read(self.offset)
+            magic = file.read(len(STREAM_MAGIC))
+        if before != self.prefix:
+            changed = next(
+                (i for i, (a, b) in enumerate(zip(before, self.prefix)) if a != b), len(before)
+            )
+            raise CheckFailure(
+                f"{self.path}: the {self.offset} bytes before the stream's offset changed "
+                f"(first at byte {changed}, {len(before)} bytes left): QEMU wrote before its offset"
+            )
+        if magic != STREAM_MAGIC:
+            raise CheckFailure(
+                f"{self.path}: {magic!r} at offset {self.offset}, not the stream's "
+                f"{STREAM_MAGIC!r}: the stream does not start where it was told to"
+            )
+
+
+class FdsetChannel(FileChannel):
+    """A file QEMU opens through fd sets of descriptors we hand it (``add-fd``).
+
+    Each side gets ``descriptors`` descriptors of the file in one fd set,
+    and the URI names the set (``file:/dev/fdset/ID``): the source's are
+    open for writing, the destination's for reading.  Multifd opens the
+    file once per channel, each time duplicating one from the set.
+
+    :param direct_io: open every descriptor but the first with
+        ``O_DIRECT``, for the ``direct-io`` parameter: the main channel
+        writes unaligned, the multifd ones page by page (QEMU 9.1 on).
+    """
+
+    name = "fdset"
+
+    def __init__(
+        self,
+        label: str = "migration",
+        offset: int = 0,
+        descriptors: int = 1,
+        direct_io: bool = False,
+    ) -> None:
+        super().__init__(label, offset)
+        self.descriptors = descriptors
+        self.direct_io = direct_io
+        #: Each side's fd set, by side name.
+        self.fdset_ids: Dict[str, int] = {}
+
+    def prepare(self, src: Endpoint, dst: Endpoint) -> None:
+        """Create the file, and hand each side its descriptors of it.
+
+        :raise Unavailable: a side lacks the file transport or ``add-fd``,
+            or the file system refuses ``O_DIRECT``.
+        """
+        super().prepare(src, dst)
+        if self.direct_io and self._directory is not None:
+            require_direct_io(self._directory)
+        for side, access in ((src, os.O_WRONLY), (dst, os.O_RDONLY)):
+            for i in range(self.descriptors):
+                direct = os.O_DIRECT if self.direct_io and i > 0 else 0
+                fd = os.open(self._file(), access | direct | os.O_CLOEXEC)
+                try:
+                    self.fdset_ids[side.name] = side.add_fd(fd, self.fdset_ids.get(side.name))
+                finally:
+                    os.close(fd)  # QEMU holds its own copy now
+
+    def _file(self) -> Path:
+        if self._directory is None:
+            raise StateError("the file has not been created")
+        return self._directory / self.path
+
+    def _set(self, side: Endpoint) -> str:
+        if side.name not in self.fdset_ids:
+            raise StateError(f"{side.name} has no fd set: prepare() first")
+        return f"/dev/fdset/{self.fdset_ids[side.name]}"
+
+    def _target(self, side: Endpoint, command: str) -> Target:
+        location = self._set(side)
+        return f"file:{location}" + (f",offset={self.offset}" if self.offset else "")
+
+    def release(self, side: Endpoint) -> None:
+        """Remove ``side``'s fd set; QEMU must be done with it: none is left.
+
+        :raise CheckFailure: a set is still listed (``query-fdsets``):
+            QEMU still holds a duplicate of one of its descriptors.
+        """
+        side.remove_fdset(self.fdset_ids[side.name])
+        left = side.fdsets()
+        if left:
+            raise CheckFailure(
+                f"{side.name}: fd sets left after the migration and remove-fd: {left}; "
+                "QEMU still holds a descriptor of the migration file"
+            )
+
+
+def require_direct_io(directory: Path) -> None:
+    """:raise Unavailable: the file system of ``directory`` refuses ``O_DIRECT``.
+
+    tmpfs does (Linux before 6.6); QEMU's ``direct-io`` needs it.
+    """
+    probe = Path(directory) / ".o_direct_probe"
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise Unavailable(
+            f"the {filesystem_type(directory)} file system of {directory} refuses "
+            f"O_DIRECT ({exc.strerror}): direct-io needs it"
+        ) from exc
+    else:
+        os.close(fd)
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+def filesystem_type(directory: Path) -> str:
+    """The type of the file system ``directory`` is on (``ext4``, ``tmpfs``), from /proc/mounts."""
+    resolved = str(Path(directory).resolve())
+    best, kind = "", "unknown"
+    with open("/proc/self/mounts") as mounts:
+        for line in mounts:
+            fields = line.split()
+            point = fields[1].replace("\\040", " ")
+            inside = resolved == point or resolved.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best):
+                best, kind = point, fields[2]
+    return kind
+
+
+def check_descriptors_closed(before: List[str], after: List[str], what: str) -> None:
+    """A QEMU's open descriptors after ``what`` are those it had before.
+
+    :param before: what it had open (:meth:`~Endpoint.open_descriptors`).
+    :raise CheckFailure: it holds more: ``what`` leaked a descriptor.
+    """
+    left = list(after)
+    for target in before:
+        if target in left:
+            left.remove(target)
+    if len(after) > len(before) or left:
+        raise CheckFailure(
+            f"{len(before)} descriptors open before {what}, {len(after)} after; "
+            f"new: {left}: a descriptor leaked"
+        )
+
+
 CHANNELS: Dict[str, Type[Channel]] = {
-    c.name: c for c in (UnixChannel, TcpChannel, FdChannel, ExecChannel)
+    c.name: c for c in (UnixChannel, TcpChannel, FdChannel, ExecChannel, FileChannel, FdsetChannel)
 }
 
 
