@@ -305,6 +305,23 @@ FINDINGS: Tuple[Finding, ...] = (
         every_migration=False,
         reported=_README + "; QEMU 00f3fcef1981",
     ),
+    Finding(
+        id="mapped-ram-ignore-shared",
+        title="QEMU 9.0 to 10.x cannot save a mapped-ram file with x-ignore-shared",
+        kind="QEMU bug",
+        # mapped_ram_setup_ramblock() and ram_save_file_bmap() walked every
+        # migratable RAM block, the ignored (shared) ones too, whose dirty
+        # bitmaps were never allocated: writing one fails with EFAULT.
+        # QEMU 0b510b51b634 "migration: Fix writing mapped_ram + ignore_shared
+        # snapshots" (11.0) skips them; b043f6df273f fixed loading such a
+        # file.  Measured: 10.0.13 fails, 11.1.3 saves and loads it.
+        scopes=(scope(ALL_ARCHES, ">=9.0 <11.0", "*", across=False),),
+        shows=re.compile(
+            r"(?:Failed to write bitmap to file: )?Unable to write to file: Bad address"
+        ),
+        every_migration=False,
+        reported=_README + "; QEMU 0b510b51b634",
+    ),
 )
 
 
