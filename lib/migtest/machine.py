@@ -36,8 +36,11 @@ from .wait import wait_for
 LAUNCH_TIMEOUT = 30.0
 #: Seconds a QMP command may take; pmemsave of a few hundred MiB is the slowest.
 COMMAND_TIMEOUT = 60.0
-#: Seconds QEMU gets to exit after ``quit`` before it is killed.
-SHUTDOWN_TIMEOUT = 10.0
+#: Seconds QEMU gets to answer ``quit``, and then to exit, before it is
+#: killed.  A healthy QEMU takes milliseconds; one that takes seconds is
+#: stuck (a QEMU 7.2 destination left in postcopy by a cancelled source
+#: never answers), and waiting longer only slows the suite down.
+SHUTDOWN_TIMEOUT = 3.0
 #: Seconds a killed QEMU may take to be gone (measured: a few milliseconds).
 KILL_TIMEOUT = 5.0
 #: How the debug log's record of a launch starts, before the command line:
