@@ -11,7 +11,7 @@ setup(
     license="GPL-2.0-or-later",
     python_requires=">=3.9",
     package_dir={"migtest": "lib/migtest", "migtest_guests": "guests"},
-    packages=["migtest", "migtest.report", "migtest_guests"],
+    packages=["migtest", "migtest.report", "migtest.stream", "migtest_guests"],
     package_data={
         "migtest": ["py.typed"],
         "migtest_guests": ["README", "*/guest.img", "*/guest-s3.img", "*/guest.bin", "*/guest.elf"],
@@ -39,6 +39,7 @@ setup(
         "console_scripts": [
             "migtest-report = migtest.report.jobpage:main",
             "migtest-versions-grid = migtest.report.versions_grid:main",
+            "migtest-stream = migtest.stream:main",
         ]
     },
     extras_require={
