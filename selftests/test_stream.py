@@ -95,6 +95,8 @@ def test_describe_names_machine_blocks_and_sections() -> None:
     assert "RAM block 'pc.ram': 157286400 bytes" in text
     assert "'ram' instance 0 v4" in text and "'cpu' instance 0" in text
     assert "command SWITCHOVER_START" in text
+    brief = describe_stream(DATA / "qemu-11.1.3-x86_64.mig.gz", brief=True)
+    assert "\n" not in brief and "machine pc-i440fx-11.1" in brief and "zero" in brief
 
 
 @pytest.mark.parametrize("cut", [0, 3, 6, 12, 30, 200, 100_000, -40_000, -30, -1])

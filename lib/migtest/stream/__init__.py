@@ -76,15 +76,25 @@ def check_stream(path: Union[str, Path]) -> StreamSummary:
     return read_stream(path)
 
 
-def describe_stream(path: Union[str, Path]) -> str:
+def describe_stream(path: Union[str, Path], brief: bool = False) -> str:
     """The summary of a stream file, or why it cannot be read: for failure messages.
 
     Never raises: a message about a failed migration must not fail itself.
+
+    :param brief: one line (machine, size, EOF, RAM records) instead of
+        one per RAM block and device.
     """
     try:
-        return read_stream(path).describe()
+        summary = read_stream(path)
     except (StreamError, OSError) as exc:
         return f"{path}: {exc}"
+    if not brief:
+        return summary.describe()
+    records = ", ".join(f"{n} {kind}" for kind, n in summary.pages.items()) or "none"
+    return (
+        f"{path}: machine {summary.machine_type}, {summary.size} bytes, "
+        f"{len(summary.sections)} sections, RAM records: {records}, ended with EOF"
+    )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
