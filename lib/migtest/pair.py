@@ -16,7 +16,8 @@ from .machine import QEMUMachine
 from .params import SuiteParams
 from .qapi import Capability, MigrationInfo, MigrationParameters
 from .status import UNSUCCESSFUL, Status
-from .transport import LEFTOVER_PATTERNS, Channel, make_channel
+from .stream import describe_stream
+from .transport import LEFTOVER_PATTERNS, Channel, ExecChannel, make_channel
 from .wait import wait_for
 
 #: No stop-and-copy fits in 1 ms at 300 MB/s (threshold: 300 KB) while the
@@ -322,9 +323,17 @@ class MigrationPair:
         return self.src.read_final_stats()
 
     def _failure(self, what: str, cause: Exception) -> CheckFailure:
-        """A FAIL for ``cause`` that quotes both sides: often only one knows why."""
-        accounts = "\n".join(f"  {side.account()}" for side in (self.src, self.dst))
-        return CheckFailure(f"{what}: {cause}\n{accounts}")
+        """A FAIL for ``cause`` that quotes both sides: often only one knows why.
+
+        A stream saved in a file is described too (its sections, or where
+        it stops being well formed): it tells a source that wrote a bad
+        stream from a destination that could not load a good one.
+        """
+        lines = [f"  {side.account()}" for side in (self.src, self.dst)]
+        for channel in self._channels:
+            if isinstance(channel, ExecChannel) and (self.workdir / channel.path).is_file():
+                lines.append(f"  stream {describe_stream(self.workdir / channel.path, brief=True)}")
+        return CheckFailure(f"{what}: {cause}\n" + "\n".join(lines))
 
     def endpoints(self) -> List[Endpoint]:
         """Every side the pair has had, in order: source, destination(s)."""

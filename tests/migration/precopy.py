@@ -3,8 +3,9 @@
 from typing import Union
 
 from migtest.scenarios import live_precopy
+from migtest.stream import check_stream
 from migtest.test import MigrationTest
-from migtest.transport import Channel, UnixChannel, make_channel
+from migtest.transport import Channel, ExecChannel, UnixChannel, make_channel
 from migtest.verify import assert_command_fails
 
 
@@ -18,7 +19,7 @@ class Precopy(MigrationTest):
 
     :avocado: enable
     :avocado: tags=migration,precopy
-    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
+    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64,arch:riscv64
     """
 
     def live_precopy(self, channel: Union[str, Channel]) -> Channel:
@@ -68,11 +69,15 @@ class Precopy(MigrationTest):
 
         The guest runs on while the source saves it; the destination loads
         the file afterwards, and its RAM must equal the stopped source's.
+        The file must be a well-formed stream, read by our own reader from
+        its magic to its end.
 
         :avocado: tags=exec
         """
         pair = self.start_pair()
         pair.allow_convergence()
-        pair.migrate("exec")
+        channel = ExecChannel("stream")
+        pair.migrate(channel)
+        check_stream(pair.workdir / channel.path)
         pair.wait_for_completion()
         self.verify_migration()
