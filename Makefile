@@ -5,7 +5,7 @@
 
 PYTHON  ?= python3
 VENV    ?= .venv
-ARCHES  ?= x86_64 aarch64 s390x ppc64
+ARCHES  ?= x86_64 aarch64 s390x ppc64 riscv64
 AVOCADO  = $(VENV)/bin/avocado
 # The matrix: every architecture, under TCG, and under KVM where this host
 # has a usable /dev/kvm and a variants file saying which guests KVM runs.
@@ -22,7 +22,7 @@ RESULTS ?= $(HOME)/avocado/job-results
 PARALLEL ?=
 SUITE    = $(AVOCADO) --config avocado.conf run --job-results-dir $(RESULTS) $(PARALLEL) tests/migration $(AVOCADO_ARGS) -m $(VARIANTS)
 STAMP    = $(VENV)/.installed
-TOOLCHAINS = binutils-aarch64-linux-gnu binutils-s390x-linux-gnu binutils-powerpc64-linux-gnu
+TOOLCHAINS = binutils-aarch64-linux-gnu binutils-s390x-linux-gnu binutils-powerpc64-linux-gnu binutils-riscv64-linux-gnu
 
 # What `make check` runs across QEMU versions (scripts/versions-matrix):
 # the seed scenarios (those of QEMU's 2019 migration-test, tag `seed`) on

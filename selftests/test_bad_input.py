@@ -20,7 +20,12 @@ TEST = "tests/migration/precopy.py:Precopy.test_unix"
 
 #: variant -> (parameter, value, status, words the reason must contain)
 CASES: Dict[str, Tuple[str, str, str, str]] = {
-    "arch": ("arch", "vax", "ERROR", "'arch': accepted one of aarch64, ppc64, s390x, x86_64"),
+    "arch": (
+        "arch",
+        "vax",
+        "ERROR",
+        "'arch': accepted one of aarch64, ppc64, riscv64, s390x, x86_64",
+    ),
     "accel": ("accel", "hvf", "ERROR", "'accel': accepted one of auto, tcg, kvm"),
     "missing": ("qemu_bin", "/nonexistent/qemu", "CANCEL", "qemu_bin=/nonexistent/qemu"),
     "not_executable": ("qemu_bin", "NOT_EXECUTABLE", "ERROR", "'qemu_bin': accepted an executable"),

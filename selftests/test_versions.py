@@ -65,7 +65,8 @@ def test_labels_are_qemu_versions_oldest_first() -> None:
 def test_each_version_has_an_emulator_package_for_every_architecture() -> None:
     emulators = {"x86_64": {"qemu-system-x86"}, "aarch64": {"qemu-system-arm"},
                  "ppc64": {"qemu-system-ppc"},
-                 "s390x": {"qemu-system-s390x", "qemu-system-misc"}}  # fmt: skip
+                 "s390x": {"qemu-system-s390x", "qemu-system-misc"},
+                 "riscv64": {"qemu-system-riscv", "qemu-system-misc"}}  # fmt: skip
     assert set(emulators) == set(ARCHES)
     for version in VERSIONS.values():
         for arch, packages in emulators.items():

@@ -16,6 +16,8 @@ from .guests import guest_path
 MiB = 1 << 20
 #: Where RAM starts on aarch64's virt machine.
 AARCH64_RAM = 0x40000000
+#: Where RAM starts on riscv64's virt machine.
+RISCV64_RAM = 0x80000000
 
 
 @dataclass(frozen=True)
@@ -226,6 +228,29 @@ PROFILES: Dict[str, ArchProfile] = {
             # between 7.2 and 10.0.  KVM on POWER runs the host's own CPU.
             cpus={"tcg": "power9_v2.0", "kvm": "host"},
             kvm_hosts=("ppc64", "ppc64le"),
+        ),
+        ArchProfile(
+            name="riscv64",
+            # virt has no versioned machine types: every QEMU runs its own
+            # 'virt', which is all a migration between versions can use.
+            machine_type="virt",
+            machine_options=(),
+            memory_mib=128,
+            # All of RAM: QEMU's boot ROM (at 0x1000) is outside it, and
+            # the device tree QEMU writes into RAM's top 2 MiB is guest RAM
+            # like any other, migrated with the rest.
+            ram_ranges=((RISCV64_RAM, RISCV64_RAM + 128 * MiB),),
+            guest="guest.elf",
+            # The guest is the firmware, in M-mode at the start of RAM: no
+            # OpenSBI (its banner, and a different one in every version).
+            guest_option="-bios",
+            test_range=(RISCV64_RAM + 1 * MiB, RISCV64_RAM + 100 * MiB),
+            # sifive-u54 is a fixed RV64GC core in every version we run,
+            # where 'rv64' (the base model) and 'max' gain extensions from
+            # one QEMU version to the next.  KVM on RISC-V runs the host's
+            # own CPU.
+            cpus={"tcg": "sifive-u54", "kvm": "host"},
+            kvm_hosts=("riscv64",),
         ),
     )
 }

@@ -107,7 +107,7 @@ class Scope:
 
 
 #: Every architecture the suite runs, for findings in QEMU's common code.
-ALL_ARCHES = "x86_64 aarch64 s390x ppc64"
+ALL_ARCHES = "x86_64 aarch64 s390x ppc64 riscv64"
 
 
 def scope(arches: str, src: str, dst: str, across: bool = True) -> Scope:

@@ -56,7 +56,7 @@ class Cancel(MigrationTest):
 
     :avocado: enable
     :avocado: tags=migration,cancel,unix
-    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
+    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64,arch:riscv64
     """
 
     def test_every_status_is_accounted_for(self) -> None:

@@ -16,7 +16,7 @@ class Xbzrle(MigrationTest):
 
     :avocado: enable
     :avocado: tags=migration,seed,precopy,xbzrle,unix
-    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
+    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64,arch:riscv64
     """
 
     def test_xbzrle(self) -> None:
@@ -42,7 +42,7 @@ class IgnoreShared(MigrationTest):
 
     :avocado: enable
     :avocado: tags=migration,seed,precopy,ignore-shared,unix
-    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
+    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64,arch:riscv64
     """
 
     def test_ignore_shared(self) -> None:
@@ -70,7 +70,7 @@ class AutoConverge(MigrationTest):
 
     :avocado: enable
     :avocado: tags=migration,seed,precopy,auto-converge,unix
-    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
+    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64,arch:riscv64
     """
 
     INITIAL, INCREMENT, MAXIMUM = 5, 50, 95
@@ -118,7 +118,7 @@ class SwitchoverAck(MigrationTest):
 
     :avocado: enable
     :avocado: tags=migration,precopy,switchover-ack,tcp
-    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
+    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64,arch:riscv64
     """
 
     def test_switchover_ack(self) -> None:

@@ -26,7 +26,7 @@ class DeprecatedCommands(MigrationTest):
 
     :avocado: enable
     :avocado: tags=migration,seed,qmp
-    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
+    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64,arch:riscv64
     """
 
     def test_removed_commands(self) -> None:

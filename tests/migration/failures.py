@@ -13,7 +13,7 @@ class BadDestination(MigrationTest):
 
     :avocado: enable
     :avocado: tags=migration,seed,failure,tcp
-    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
+    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64,arch:riscv64
     """
 
     def test_nobody_listening(self) -> None:

@@ -17,7 +17,7 @@ class Faults(MigrationTest):
 
     :avocado: enable
     :avocado: tags=migration,faults
-    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
+    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64,arch:riscv64
     """
 
     def test_corrupted_stream(self) -> None:

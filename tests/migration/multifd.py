@@ -19,7 +19,7 @@ class Multifd(MigrationTest):
 
     :avocado: enable
     :avocado: tags=migration,precopy,multifd,tcp
-    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
+    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64,arch:riscv64
     """
 
     def multifd_precopy(

@@ -27,7 +27,7 @@ class Postcopy(MigrationTest):
 
     :avocado: enable
     :avocado: tags=migration,seed,postcopy,unix
-    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
+    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64,arch:riscv64
     """
 
     def test_postcopy(self) -> None:
@@ -60,7 +60,7 @@ class PostcopyPreempt(MigrationTest):
 
     :avocado: enable
     :avocado: tags=migration,postcopy,preempt,unix
-    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
+    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64,arch:riscv64
     """
 
     def test_preempt(self) -> None:
@@ -85,7 +85,7 @@ class RecoveryFailures(MigrationTest):
 
     :avocado: enable
     :avocado: tags=migration,postcopy,recovery,tcp
-    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
+    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64,arch:riscv64
     """
 
     def test_refused_then_recovered(self) -> None:

@@ -33,7 +33,7 @@ class Tls(MigrationTest):
 
     :avocado: enable
     :avocado: tags=migration,tls,tcp
-    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
+    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64,arch:riscv64
     """
 
     def credentials(self, name: str) -> Path:

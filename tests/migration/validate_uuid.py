@@ -16,7 +16,7 @@ class ValidateUuid(MigrationTest):
 
     :avocado: enable
     :avocado: tags=migration,seed,uuid,unix
-    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64
+    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64,arch:riscv64
     """
 
     def migrate_with_uuids(self, src: Optional[str], dst: Optional[str]) -> None:
