@@ -284,3 +284,14 @@ if __name__ == "__main__":
             Path(f"{raw}.gz").write_bytes(gzip.compress(raw.read_bytes(), 9, mtime=0))
             raw.unlink()
             print(f"{raw}.gz")
+
+
+def test_a_stream_at_an_offset_is_read_from_there(tmp_path: Path) -> None:
+    """``file:...,offset=N``: the bytes before N are not the stream's."""
+    stream = gzip.decompress((DATA / "qemu-7.2-x86_64.mig.gz").read_bytes())
+    saved = tmp_path / "at-offset.mig"
+    saved.write_bytes(b"\x01" * 4096 + stream)
+    with open(saved, "rb") as file:
+        assert read_stream(file, offset=4096).ended_with_eof
+    with open(saved, "rb") as file, pytest.raises(StreamError, match="magic"):
+        read_stream(file, offset=4095)

@@ -29,6 +29,7 @@ from typing import Callable, ClassVar, Dict, Iterator, List, Optional, Type
 from .endpoint import Endpoint
 from .errors import CheckFailure, ConfigError, MigtestError, StateError, Unavailable
 from .qapi import Target
+from .stream import StreamSummary, read_stream
 
 
 class Channel(abc.ABC):
@@ -301,6 +302,20 @@ class FileChannel(Channel):
 
     def send_target(self, src: Endpoint, dst: Endpoint) -> Target:
         return self._target(src, "migrate")
+
+    def read_stream(self) -> StreamSummary:
+        """The stream saved in the file, read from its offset to its end.
+
+        Not for a mapped-ram file: its pages sit at fixed places, not in a
+        stream.
+
+        :raise StreamError: it is not a well-formed stream.
+        :raise StateError: the file was never created.
+        """
+        if self._directory is None:
+            raise StateError("read_stream() before the file was created")
+        with open(self._directory / self.path, "rb") as file:
+            return read_stream(file, offset=self.offset)
 
     def check_written(self) -> None:
         """The file as a migration into it must leave it.

@@ -30,11 +30,11 @@ import argparse
 import io
 import sys
 from pathlib import Path
-from typing import BinaryIO, Optional, Sequence, Union
+from typing import BinaryIO, Optional, Sequence, Union, cast
 
 from .model import RamBlock, Section, StreamError, StreamSummary
 from .parser import Parser
-from .reader import open_stream
+from .reader import StreamAt, open_stream
 
 __all__ = [
     "RamBlock",
@@ -48,21 +48,26 @@ __all__ = [
 ]
 
 
-def read_stream(source: Union[str, Path, BinaryIO], use_vmdesc: bool = True) -> StreamSummary:
+def read_stream(
+    source: Union[str, Path, BinaryIO], use_vmdesc: bool = True, offset: int = 0
+) -> StreamSummary:
     """Read a whole migration stream and say what it holds.
 
     :param source: a file name (gzip'ed or not), or a seekable binary file.
     :param use_vmdesc: cross device sections by the vmdesc's sizes; with
         False, by their footers only (the self-tests compare both).
+    :param offset: where in the file the stream starts (``file:``'s
+        ``offset=``); byte numbers in messages count from there.
     :raise StreamError: the stream is truncated, corrupted, or of a kind
         this reader does not know; the message names the byte.
     :raise OSError: the file cannot be read.
     """
     file = open_stream(source) if isinstance(source, (str, Path)) else source
     try:
-        size = file.seek(0, io.SEEK_END)
-        file.seek(0)
-        return Parser(file, size, use_vmdesc).run()
+        stream = file if offset == 0 else cast(BinaryIO, io.BufferedReader(StreamAt(file, offset)))
+        size = stream.seek(0, io.SEEK_END)
+        stream.seek(0)
+        return Parser(stream, size, use_vmdesc).run()
     finally:
         if file is not source:
             file.close()

@@ -67,6 +67,40 @@ def open_stream(path: Union[str, Path]) -> BinaryIO:
     return file
 
 
+class StreamAt(io.RawIOBase):
+    """A file seen from byte ``start`` on: a stream saved at an offset.
+
+    ``file:...,offset=N`` leaves the file's first N bytes alone and writes
+    the stream after them; this view numbers the stream's bytes from 0, as
+    the reader expects, so offsets in messages count from the stream.
+    """
+
+    def __init__(self, file: BinaryIO, start: int) -> None:
+        super().__init__()
+        self._file = file
+        self._start = start
+        file.seek(start)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._file.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def seek(self, position: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            position += self._start
+        return self._file.seek(position, whence) - self._start
+
+    def tell(self) -> int:
+        return self._file.tell() - self._start
+
+
 def find_vmdesc(file: BinaryIO, size: int) -> Optional[Tuple[int, Dict[str, Any]]]:
     """The vmdesc at the end of the file, or None.
 
