@@ -242,6 +242,26 @@ class Endpoint:
         if transport not in self.migration_transports():
             self._lacks("'migrate' lacks the transport", [f"transport={transport}"])
 
+    def require_mode(self, mode: str) -> None:
+        """:raise Unavailable: the ``mode`` parameter does not take ``mode`` here.
+
+        The modes are read from the schema (``MigMode``): ``cpr-reboot``
+        8.2 on, ``cpr-transfer`` 10.0, ``cpr-exec`` 10.2.
+        """
+        arguments = self.command_arguments("migrate-set-parameters")
+        if "mode" not in arguments or mode not in self.argument_values(
+            "migrate-set-parameters", "mode"
+        ):
+            self._lacks("lacks the migration mode", [f"mode={mode}"])
+
+    def set_mode(self, mode: str) -> None:
+        """Set the migration ``mode`` (``cpr-reboot``...), and check that QEMU took it.
+
+        :raise Unavailable: see :meth:`require_mode`.
+        """
+        self.require_mode(mode)
+        self.set_parameters({"mode": mode})
+
     def require_together(self, capabilities: Mapping[Capability, bool]) -> None:
         """Set ``capabilities`` together, or raise Unavailable if QEMU says they cannot be.
 

@@ -237,6 +237,7 @@ class QEMUMachine:
         self.output_path = self.workdir / output_file(name)
         self._args = list(args)
         self._process: Optional[subprocess.Popen[bytes]] = None
+        self._cmdline: List[str] = []
         self._qmp: Optional[QMPConnection] = None
         self._state = Runstate.CREATED
         self._events: List[Message] = []
@@ -261,9 +262,12 @@ class QEMUMachine:
             *self._args,
         ]  # fmt: skip
 
-    def launch(self) -> None:
+    def launch(self, *, connect: bool = True) -> None:
         """Start QEMU and connect to its monitor.
 
+        :param connect: wait for the monitor now; without, call
+            :meth:`connect` later (a cpr-transfer destination opens its
+            monitor only once the source has sent it the cpr state).
         :raise LaunchError: QEMU could not be executed, exited, or did not
             greet us in time; the error shows the command line and output.
         """
@@ -286,11 +290,22 @@ class QEMUMachine:
             theirs.close()
         self._state = Runstate.RUNNING
         self._qmp = QMPConnection(ours, self.name)
+        self._cmdline = cmdline
+        if connect:
+            self.connect()
+
+    def connect(self, timeout: float = LAUNCH_TIMEOUT) -> None:
+        """Wait for the greeting of a QEMU launched with ``connect=False``.
+
+        :raise LaunchError: QEMU exited, or did not greet us in time.
+        """
+        if self._qmp is None:
+            raise StateError(f"{self.name}: connect() before launch()")
         try:
-            self._qmp.connect(LAUNCH_TIMEOUT)
+            self._qmp.connect(timeout)
         except (QMPConnectionLost, WaitTimeout) as exc:
             self.kill()
-            raise LaunchError(str(exc), cmdline, self.exitcode, self.output) from exc
+            raise LaunchError(str(exc), self._cmdline, self.exitcode, self.output) from exc
 
     def shutdown(self, timeout: float = SHUTDOWN_TIMEOUT) -> None:
         """Ask QEMU to quit, and kill it if it has not within ``timeout``.

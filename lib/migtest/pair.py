@@ -52,6 +52,7 @@ class MigrationPair:
         self._endpoints: List[Endpoint] = []
         self._channels: List[Channel] = []
         self._shared_memory: Optional[Path] = None
+        self._dst_pending: Optional[QEMUMachine] = None
         #: The guest every side boots, from ``guests/<arch>/``.
         self.guest = self.profile.guest
         self._log = logging.getLogger("migtest.pair")
@@ -69,6 +70,12 @@ class MigrationPair:
         if self._dst is None:
             raise StateError("the pair has not been started")
         return self._dst
+
+    @property
+    def shared_memory_file(self) -> Optional[Path]:
+        """The shared RAM file while it is still linked (:meth:`start_destination`)."""
+        path = self._shared_memory
+        return path if path is not None and path.exists() else None
 
     @property
     def shares_memory(self) -> bool:
@@ -102,6 +109,7 @@ class MigrationPair:
         dst_args: Sequence[str] = (),
         shared_memory: bool = False,
         guest: Optional[str] = None,
+        later_destination: bool = False,
     ) -> None:
         """Start both machines and wait until the guest runs on the source.
 
@@ -115,6 +123,10 @@ class MigrationPair:
         :param guest: the guest to boot, a file name in ``guests/<arch>/``
             (the profile's :attr:`~ArchProfile.suspending_guest`); by
             default the profile's own.
+        :param later_destination: start only the source; the destination
+            comes with :meth:`start_destination`, as a restarted QEMU does
+            (CPR).  ``dst_paused`` and ``dst_args`` are then its arguments,
+            and a shared RAM file is kept until it has mapped it.
         """
         if self._src is not None:
             raise StateError("start() called twice")
@@ -123,12 +135,59 @@ class MigrationPair:
             self._shared_memory = SHM_DIR / f"migtest-{os.getpid()}-{id(self):x}"
         try:
             self._src = self._launch("src", self.params.qemu_bin_src, src_args)
-            self._dst = self._launch_destination("dst", dst_paused, dst_args)
+            if not later_destination:
+                self._dst = self._launch_destination("dst", dst_paused, dst_args)
+        finally:
+            if not later_destination:
+                self._unlink_shared_memory()
+        # MIGRATION events give every test the sequence of statuses.
+        self._src.set_capabilities({"events": True})
+        if self._dst is not None:
+            self._dst.set_capabilities({"events": True})
+        self.wait_for_guest(self._src.machine, self.params.boot_timeout)
+
+    def start_destination(
+        self, *, dst_paused: bool = True, dst_args: Sequence[str] = (), connect: bool = True
+    ) -> None:
+        """Start the destination of a pair started with ``later_destination``.
+
+        A shared RAM file is unlinked once the destination has mapped it:
+        at once, or, with ``connect=False``, in :meth:`connect_destination`.
+
+        :param connect: wait for its monitor now; a cpr-transfer
+            destination opens it only once the source has migrated.
+        :raise StateError: the pair already has a destination.
+        """
+        if self._dst is not None:
+            raise StateError("the pair already has a destination")
+        incoming = ["-incoming", "defer", *(["-S"] if dst_paused else []), *dst_args]
+        guest = Path(self.guest)
+        args = self.params.qemu_args(guest, self._shared_memory)
+        machine = QEMUMachine(
+            self.params.qemu_bin_dst, [*args, *incoming], name="dst", workdir=self.workdir
+        )
+        self._machines.append(machine)
+        machine.launch(connect=False)
+        self._dst_pending = machine
+        if connect:
+            self.connect_destination()
+
+    def connect_destination(self, timeout: float = STATUS_TIMEOUT) -> None:
+        """Connect to the monitor of the destination :meth:`start_destination` left waiting.
+
+        QEMU has created its RAM by then: a shared RAM file is unlinked.
+        """
+        machine, self._dst_pending = self._dst_pending, None
+        if machine is None:
+            raise StateError("no destination waits for its monitor")
+        try:
+            machine.connect(timeout)
         finally:
             self._unlink_shared_memory()
-        # MIGRATION events give every test the sequence of statuses.
-        self.set_capabilities({"events": True})
-        self.wait_for_guest(self._src.machine, self.params.boot_timeout)
+        self._dst = Endpoint(machine)
+        self._endpoints.append(self._dst)
+        self._dst.version  # noqa: B018 - asked now: a failure may leave nobody to ask
+        self._dst.set_capabilities({"events": True})
 
     def replace_destination(self, *, dst_paused: bool = True, dst_args: Sequence[str] = ()) -> None:
         """Start a fresh destination (``dst2``, ...) for another attempt.

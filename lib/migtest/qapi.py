@@ -47,6 +47,9 @@ ADDED_IN: Dict[str, Tuple[int, int]] = {
     "cpr-exec-command": (10, 2),
     # Values of an enum argument: ``argument=value``.
     "transport=file": (8, 2),
+    "mode=cpr-reboot": (8, 2),
+    "mode=cpr-transfer": (10, 0),
+    "mode=cpr-exec": (10, 2),
     "multifd-compression=qpl": (9, 1),
     "multifd-compression=uadk": (9, 1),
     "multifd-compression=qatzip": (9, 2),

@@ -28,8 +28,9 @@ from typing import Callable, ClassVar, Dict, Iterator, List, Optional, Type
 
 from .endpoint import Endpoint
 from .errors import CheckFailure, ConfigError, MigtestError, StateError, Unavailable
-from .qapi import Target
+from .qapi import MigrationChannel, Target
 from .stream import StreamSummary, read_stream
+from .wait import wait_for
 
 
 class Channel(abc.ABC):
@@ -468,6 +469,45 @@ def check_descriptors_closed(before: List[str], after: List[str], what: str) -> 
         raise CheckFailure(
             f"{len(before)} descriptors open before {what}, {len(after)} after; "
             f"new: {left}: a descriptor leaked"
+        )
+
+
+class CprChannel:
+    """The ``cpr`` channel of cpr-transfer (QEMU 10.0 on): a unix socket in the work directory.
+
+    Over it the source hands the destination its descriptors (guest RAM's
+    among them) with SCM_RIGHTS.  The destination listens on it from its
+    command line, and reads it before it opens its monitor: the socket
+    must be there before the source's ``migrate`` names it.
+    """
+
+    path = "cpr.sock"
+
+    def incoming_args(self) -> List[str]:
+        """The destination's extra ``-incoming`` option (besides the main channel's)."""
+        return ["-incoming", f"cpr,addr.transport=socket,addr.type=unix,addr.path={self.path}"]
+
+    def channel(self) -> MigrationChannel:
+        """The channel as the source's ``migrate`` names it, next to the main one."""
+        address = {"transport": "socket", "type": "unix", "path": self.path}
+        return {"channel-type": "cpr", "addr": address}
+
+    def next_to(self, main: Target) -> List[MigrationChannel]:
+        """``migrate``'s channels: the ``main`` one (a list of one), then this one.
+
+        :raise ConfigError: ``main`` is a URI: it must be given as channels.
+        """
+        if isinstance(main, str):
+            raise ConfigError("channel", main, "a main channel given as channels (as_channels)")
+        return [*main, self.channel()]
+
+    def wait_listening(self, directory: Path, timeout: float) -> None:
+        """Wait until the destination QEMU has created the socket in ``directory``."""
+        socket_path = Path(directory) / self.path
+        wait_for(
+            lambda: (socket_path.is_socket(), socket_path.exists()),
+            what=f"the destination to listen on {self.path} (exists?)",
+            timeout=timeout,
         )
 
 

@@ -8,7 +8,7 @@ wrong; a wait that expires while checking is a failure of the check too.
 from __future__ import annotations
 
 import logging
-from typing import Any, Collection
+from typing import Any, Collection, List, Sequence
 
 from .arch import ArchProfile
 from .checks import check_counter_pattern, check_statuses_after, compare_memory
@@ -76,6 +76,36 @@ def assert_memory_identical(pair: MigrationPair) -> memoryview:
         compare_memory(source, destination, start, "source and destination RAM")
         if start <= test_start and test_end <= end:
             test_range = destination[test_start - start : test_end - start]
+    return test_range
+
+
+def snapshot_ram(machine: QEMUMachine, profile: ArchProfile) -> List[memoryview]:
+    """Dumps of every RAM range of the paused ``machine``, for :func:`assert_ram_as_snapshot`.
+
+    For a QEMU that will be gone when its successor is checked (CPR: the
+    old QEMU quits before the new one starts).
+    """
+    require_paused(machine, "its RAM can be kept for a later comparison")
+    return [machine.read_memory(start, end - start) for start, end in profile.ram_ranges]
+
+
+def assert_ram_as_snapshot(
+    snapshot: Sequence[memoryview], machine: QEMUMachine, profile: ArchProfile, what: str
+) -> memoryview:
+    """The paused ``machine``'s RAM is, byte for byte, what ``snapshot`` holds.
+
+    :param what: whose the snapshot is, for the message (``the old QEMU``).
+    :return: the test range, from the same dumps.
+    :raise CheckFailure: a byte differs.
+    """
+    require_paused(machine, "RAM can be compared")
+    test_start, test_end = profile.test_range
+    test_range = memoryview(b"")
+    for (start, end), before in zip(profile.ram_ranges, snapshot):
+        now = machine.read_memory(start, end - start)
+        compare_memory(before, now, start, f"RAM of {what} and of {machine.name}")
+        if start <= test_start and test_end <= end:
+            test_range = now[test_start - start : test_end - start]
     return test_range
 
 
