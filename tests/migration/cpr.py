@@ -9,8 +9,12 @@ come with their QEMU versions, read from the schema (``MigMode``):
 without the mode is a CANCEL naming it and the version that added it.
 """
 
+from pathlib import Path
+
 from migtest.arch import MiB
 from migtest.checks import check_counter_pattern, check_shared_ram_not_sent
+from migtest.endpoint import Endpoint
+from migtest.machine import QEMUMachine
 from migtest.pair import MigrationPair
 from migtest.qapi import MigrationInfo
 from migtest.status import UNSUCCESSFUL
@@ -88,6 +92,19 @@ class Cpr(MigrationTest):
     :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64,arch:riscv64
     """
 
+    def require_mode(self, mode: str) -> None:
+        """:raise Unavailable: the source's or the destination's QEMU lacks ``mode``.
+
+        Asked of each binary on its own, with no machine: a test whose
+        machines need options of the mode's version asks first.
+        """
+        for binary in dict.fromkeys((self.suite.qemu_bin_src, self.suite.qemu_bin_dst)):
+            with QEMUMachine(
+                binary, ["-machine", "none"], name="probe", workdir=Path(self.workdir)
+            ) as probe:
+                probe.launch()
+                Endpoint(probe).require_mode(mode)
+
     def test_reboot(self) -> None:
         """cpr-reboot with shared RAM and x-ignore-shared: RAM stays in place.
 
@@ -124,6 +141,7 @@ class Cpr(MigrationTest):
         is not copied; the old QEMU ends stopped (postmigrate); the new
         one has the guest as it was, and runs it on.
         """
+        self.require_mode("cpr-transfer")  # before aux-ram-share, which older QEMUs refuse
         pair = self.pair
         pair.start(shared_memory=True, later_destination=True, src_args=AUX_RAM_SHARE)
         pair.src.set_mode("cpr-transfer")
