@@ -19,6 +19,12 @@ AARCH64_RAM = 0x40000000
 #: Where RAM starts on riscv64's virt machine.
 RISCV64_RAM = 0x80000000
 
+#: Options of the accelerator, as ``(name, value)`` pairs after ``-accel NAME``.
+AccelOptions = Tuple[Tuple[str, str], ...]
+#: KVM's dirty ring of 4096 entries per vCPU (QEMU's own tests use that
+#: size): KVM then logs dirty pages in a ring per vCPU instead of a bitmap.
+DIRTY_RING: AccelOptions = (("dirty-ring-size", "4096"),)
+
 
 @dataclass(frozen=True)
 class ArchProfile:
@@ -107,6 +113,7 @@ class ArchProfile:
         *,
         machine_type: Optional[str] = None,
         cpu: Optional[str] = None,
+        accel_options: AccelOptions = (),
     ) -> List[str]:
         """The arguments that boot ``guest`` (a copy of :meth:`guest_file`) with ``accel``.
 
@@ -116,6 +123,7 @@ class ArchProfile:
             so that another QEMU can map the same RAM.
         :param machine_type: the machine type to run instead of the alias.
         :param cpu: the ``-cpu`` value to use instead of the profile's model.
+        :param accel_options: options of ``accel`` (:data:`DIRTY_RING`).
         :raise ConfigError: this profile has no CPU model for ``accel``.
         """
         if accel not in self.cpus:
@@ -133,8 +141,9 @@ class ArchProfile:
                 f"memory-backend-file,id=ram,size={self.memory_mib}M,"
                 f"mem-path={shared_memory},share=on",
             ]
+        accel_value = ",".join([accel, *(f"{name}={value}" for name, value in accel_options)])
         return [
-            "-accel", accel,
+            "-accel", accel_value,
             "-machine", self.machine_value(machine_type, backend),
             *memory,
             "-cpu", cpu or self.cpus[accel],

@@ -12,7 +12,19 @@ addresses with what was expected and what was found.
 from __future__ import annotations
 
 import re
-from typing import Any, Collection, Iterator, List, Literal, Mapping, Sequence, Tuple, Union
+from typing import (
+    Any,
+    Collection,
+    Dict,
+    Iterator,
+    List,
+    Literal,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 from .errors import CheckFailure
 from .status import Status
@@ -328,3 +340,123 @@ def check_zero_pages(ram: Mapping[str, Any], detected: bool) -> None:
         raise CheckFailure("zero-page detection was on, but no zero page was found")
     if not detected and zero:
         raise CheckFailure(f"zero-page detection was off, but {zero} zero pages were found")
+
+
+def check_dirty_limit_throttled(times: Sequence[int]) -> None:
+    """Check the dirty limit throttled the guest during a migration that needed it.
+
+    QEMU's rule (capability ``dirty-limit``): once the migration throttles,
+    each vCPU is held to ``vcpu-dirty-limit``, and ``query-migrate``
+    reports the time a vCPU is held per round
+    (``dirty-limit-throttle-time-per-round``), above 0 while it is.
+
+    :param times: the throttle times seen, in order.
+    :raise CheckFailure: none was above 0.
+    """
+    if not any(t > 0 for t in times):
+        raise CheckFailure(
+            f"dirty-limit-throttle-time-per-round stayed 0 in {len(times)} readings: "
+            "the dirty limit never throttled the guest"
+        )
+
+
+def check_dirty_limit_released(times: Sequence[int]) -> None:
+    """Check the dirty limit let the guest go once its migration was cancelled.
+
+    :param times: the throttle times seen after the cancel, in order.
+    :raise CheckFailure: the last was still above 0 (or none was read).
+    """
+    if not times or times[-1] > 0:
+        raise CheckFailure(
+            f"dirty-limit-throttle-time-per-round after the cancel: {list(times)[-5:]}: "
+            "the guest is still throttled"
+        )
+
+
+def check_vcpu_dirty_limits(limits: Sequence[Mapping[str, Any]], expected: int) -> None:
+    """Check ``query-vcpu-dirty-limit`` reports ``expected`` MB/s for every vCPU.
+
+    :raise CheckFailure: no vCPU is limited, or one has another limit.
+    """
+    wrong = [limit for limit in limits if limit.get("limit-rate") != expected]
+    if not limits or wrong:
+        raise CheckFailure(
+            f"query-vcpu-dirty-limit: {list(limits)}; expected every vCPU at {expected} MB/s"
+        )
+
+
+def check_dirty_rates(rates: Sequence[int], limit: int, limited: bool) -> None:
+    """Check the guest's measured dirty rates against a vCPU dirty limit.
+
+    Each measurement is of one second; the limit takes a moment to hold
+    and to let go, so the last measurement decides.
+
+    :param rates: the rates measured, in MB/s, in order.
+    :param limited: whether the limit is in force (the last rate must be
+        at most ``limit``) or was cancelled (it must be above).
+    :raise CheckFailure: it is not.
+    """
+    if not rates:
+        raise CheckFailure("no dirty rate was measured")
+    last = rates[-1]
+    if limited and last > limit:
+        raise CheckFailure(
+            f"dirty rates {list(rates)} MB/s never came down to the {limit} MB/s limit"
+        )
+    if not limited and last <= limit:
+        raise CheckFailure(
+            f"dirty rates {list(rates)} MB/s stayed at most {limit} MB/s after the limit "
+            "was cancelled"
+        )
+
+
+def parse_hmp_parameters(text: str) -> Dict[str, str]:
+    """``info migrate_parameters`` as ``{name: value}``, units left on the value."""
+    shown: Dict[str, str] = {}
+    for line in text.splitlines():
+        name, colon, value = line.partition(": ")
+        if colon:
+            shown[name.strip()] = value.strip()
+    return shown
+
+
+def hmp_shows(shown: str, value: Any) -> bool:
+    """Whether HMP's text ``shown`` (``250 ms``, ``on``, ``'creds0'``) is ``value``."""
+    if isinstance(value, bool):
+        return shown == ("on" if value else "off")
+    if isinstance(value, int):
+        return shown.split(" ")[0] == str(value)
+    if isinstance(value, list):
+        return shown == " ".join(map(str, value))
+    return shown.strip("'") == str(value)
+
+
+def round_trip_problem(
+    name: str, wanted: Any, said: str, queried: Any, shown: Optional[str]
+) -> Optional[str]:
+    """What went wrong setting parameter ``name`` through HMP, or ``None``.
+
+    :param wanted: the value the HMP text stands for.
+    :param said: what ``migrate_set_parameter`` printed (nothing, if it took it).
+    :param queried: the value ``query-migrate-parameters`` reads back.
+    :param shown: what ``info migrate_parameters`` shows; ``None`` when the
+        parameter is one HMP does not show.
+    """
+    if said.strip():
+        return f"{name}: HMP refused it: {said.strip()}"
+    if queried != wanted:
+        return f"{name}: set to {wanted!r}, query-migrate-parameters reads {queried!r}"
+    if shown is not None and not hmp_shows(shown, wanted):
+        return f"{name}: set to {wanted!r}, info migrate_parameters shows {shown!r}"
+    return None
+
+
+def check_accounted(known: Collection[str], *accounts: Collection[str]) -> None:
+    """Check that every name in ``known`` is in one of ``accounts``.
+
+    :raise CheckFailure: naming those that are in none: a new QEMU version's,
+        which no test deals with yet.
+    """
+    missing = sorted(set(known).difference(*accounts))
+    if missing:
+        raise CheckFailure(f"not accounted for: {', '.join(missing)}")

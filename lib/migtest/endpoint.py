@@ -459,6 +459,102 @@ class Endpoint:
         """Resume the guest's vCPUs."""
         self.machine.cmd("cont")
 
+    def send_migrate_command(self, command: str, arguments: Mapping[str, Any]) -> None:
+        """Send ``migrate`` or ``migrate-incoming`` with ``arguments`` exactly as given.
+
+        Only to check how QEMU judges the arguments themselves (``uri``
+        and ``channels`` together, or neither): tests migrate through
+        :meth:`migrate` and :meth:`listen`.
+        """
+        self.machine.cmd(command, **arguments)
+
+    # -- the human monitor ----------------------------------------------------
+
+    def hmp(self, command_line: str) -> str:
+        """Run an HMP command (``human-monitor-command``); what it printed.
+
+        HMP reports an error by printing it: the answer is its text.
+        """
+        text: str = self.machine.cmd("human-monitor-command", command_line=command_line)
+        return text
+
+    def parameter_names(self) -> FrozenSet[str]:
+        """Every migration parameter this QEMU has (``query-migrate-parameters``' type).
+
+        From the schema: the answer leaves out parameters that are unset
+        (``block-bitmap-mapping``).
+        """
+        schema = self._schema()
+        answer = schema.get(schema.get("query-migrate-parameters", {}).get("ret-type", ""), {})
+        return frozenset(m["name"] for m in answer.get("members", []))
+
+    # -- dirty tracking (KVM's dirty ring) ------------------------------------
+
+    def require_dirty_ring(self) -> None:
+        """:raise Unavailable: KVM lacks the dirty ring, so QEMU tracks with a bitmap.
+
+        QEMU asked for ``dirty-ring-size`` does not refuse to start when KVM
+        lacks ``KVM_CAP_DIRTY_LOG_RING``: it warns and uses the bitmap.
+        """
+        if "dirty ring not available" in self.machine.output:
+            raise Unavailable(
+                f"{self.describe()}: the host's KVM lacks the dirty ring "
+                "(KVM_CAP_DIRTY_LOG_RING): QEMU fell back to the dirty bitmap",
+                expected=False,
+            )
+
+    def measure_dirty_rate(self, mode: str, seconds: int = 1) -> Dict[str, Any]:
+        """Measure the guest's dirty page rate (``calc-dirty-rate``), and wait for it.
+
+        :param mode: ``page-sampling``, ``dirty-ring`` or ``dirty-bitmap``.
+        :return: ``query-dirty-rate`` once its status is ``measured``.
+        :raise Unavailable: this QEMU has no ``calc-dirty-rate``.
+        :raise WaitTimeout: the measurement did not end within a minute.
+        """
+        self.require_commands(["calc-dirty-rate", "query-dirty-rate"])
+        self.machine.cmd("calc-dirty-rate", calc_time=seconds, mode=mode)
+
+        def check() -> Tuple[bool, Dict[str, Any]]:
+            rate: Dict[str, Any] = self.machine.cmd("query-dirty-rate")
+            return rate.get("status") == "measured", rate
+
+        return wait_for(
+            check, what=f"{self.name}: a {mode} dirty rate measured", timeout=seconds + 60.0
+        )
+
+    def set_vcpu_dirty_limit(self, rate: int) -> None:
+        """Limit every vCPU's dirty page rate to ``rate`` MB/s (``set-vcpu-dirty-limit``)."""
+        self.require_commands(["set-vcpu-dirty-limit", "cancel-vcpu-dirty-limit"])
+        self.machine.cmd("set-vcpu-dirty-limit", dirty_rate=rate)
+
+    def cancel_vcpu_dirty_limit(self) -> None:
+        """Lift every vCPU's dirty page rate limit (``cancel-vcpu-dirty-limit``)."""
+        self.machine.cmd("cancel-vcpu-dirty-limit")
+
+    def vcpu_dirty_limits(self) -> List[Dict[str, Any]]:
+        """The vCPUs' dirty page rate limits in force (``query-vcpu-dirty-limit``)."""
+        limits: List[Dict[str, Any]] = self.machine.cmd("query-vcpu-dirty-limit")
+        return limits
+
+    def watch_dirty_limit(self, syncs: int, timeout: float = STATUS_TIMEOUT) -> List[int]:
+        """Read the dirty-limit throttle time per round until it is above 0, or ``syncs`` syncs.
+
+        :return: every throttle time seen, in microseconds (0 when QEMU
+            leaves it out: the limit is not in service).
+        :raise CheckFailure: see :meth:`_raise_if_ended`.
+        """
+        seen: List[int] = []
+
+        def check() -> Tuple[bool, List[int]]:
+            info = self.info()
+            self._raise_if_ended(info, "the dirty limit to throttle")
+            seen.append(int(info.get("dirty-limit-throttle-time-per-round", 0)))
+            synced = int(info.get("ram", {}).get("dirty-sync-count", 0))
+            return seen[-1] > 0 or synced >= syncs, seen
+
+        what = f"dirty-limit throttle time > 0 or {syncs} syncs on {self.name} (times seen)"
+        return wait_for(check, what=what, timeout=timeout, interval=0.05)
+
     # -- a suspended guest ----------------------------------------------------
 
     def require_wakeup_support(self) -> None:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Protocol, Tuple
 
-from .arch import DEFAULT_ARCH, ArchProfile, get_profile
+from .arch import DEFAULT_ARCH, AccelOptions, ArchProfile, get_profile
 from .errors import ConfigError, Unavailable
 from .host import (
     DEFAULT_ACCEL,
@@ -99,15 +99,38 @@ class SuiteParams:
     #: profile's model for ``accel`` (also when ``None``).
     cpu: Optional[str] = None
 
+    #: Options of the accelerator, on both sides (:data:`~migtest.arch.DIRTY_RING`):
+    #: none from the parameters; a test that needs some runs a copy with them
+    #: (:meth:`with_accel_options`).
+    accel_options: AccelOptions = ()
+
     def qemu_args(self, guest: Path, shared_memory: Optional[Path] = None) -> List[str]:
         """The arguments that boot ``guest`` on either side.
 
-        Both sides get the same machine type and CPU: a migration between
-        different ones is refused, or worse, loads into different hardware.
+        Both sides get the same machine type, CPU and accelerator options:
+        a migration between different ones is refused, or worse, loads into
+        different hardware.
         """
         return self.profile.qemu_args(
-            self.accel, guest, shared_memory, machine_type=self.machine_type, cpu=self.cpu
+            self.accel,
+            guest,
+            shared_memory,
+            machine_type=self.machine_type,
+            cpu=self.cpu,
+            accel_options=self.accel_options,
         )
+
+    def with_accel_options(self, accel: str, options: AccelOptions, feature: str) -> SuiteParams:
+        """These parameters, with ``options`` for accelerator ``accel``.
+
+        :param feature: what the options are for, for the message.
+        :raise Unavailable: the run uses another accelerator, which does
+            not take them; not expected (a CANCEL even in strict mode):
+            the variants run every accelerator.
+        """
+        if self.accel != accel:
+            raise Unavailable(f"{feature} needs {accel}; this run uses {self.accel}", False)
+        return replace(self, accel_options=options)
 
     @classmethod
     def strict_from(cls, params: ParamSource, environ: Mapping[str, str]) -> bool:

@@ -1,0 +1,148 @@
+"""Dirty page tracking with KVM's dirty ring: migrating with it, and
+limiting the guest's dirty rate with it, in and out of a migration."""
+
+from pathlib import Path
+from typing import ClassVar, List, Tuple
+
+from migtest.arch import DIRTY_RING
+from migtest.checks import (
+    check_dirty_limit_released,
+    check_dirty_limit_throttled,
+    check_dirty_rates,
+    check_switchover_budget,
+    check_vcpu_dirty_limits,
+)
+from migtest.errors import WaitTimeout
+from migtest.pair import MigrationPair
+from migtest.qapi import MigrationParameters
+from migtest.scenarios import live_precopy
+from migtest.test import MigrationTest
+from migtest.wait import wait_for
+
+#: The dirty limit the tests set, in MB/s: the least QEMU takes, far below
+#: what the test guest dirties (15-50 MB/s under this host's software KVM).
+LIMIT = 1
+#: Measurements of one second each, at most, for a limit to hold or let go.
+MEASUREMENTS = 10
+#: Syncs of RAM after which a dirty limit that never throttled never will:
+#: the migration's throttling starts after two syncs found too much dirty.
+SYNCS = 10
+
+
+def start_ring_pair(test: MigrationTest) -> MigrationPair:
+    """Both sides of ``test``'s pair on KVM with the dirty ring; the guest running.
+
+    :raise Unavailable: the run is not on KVM, or KVM lacks the dirty ring.
+    """
+    suite = test.suite.with_accel_options("kvm", DIRTY_RING, "the KVM dirty ring")
+    test.pair = MigrationPair(suite, Path(test.workdir))
+    test.pair.start()
+    for side in (test.pair.src, test.pair.dst):
+        side.require_dirty_ring()
+    return test.pair
+
+
+class DirtyRing(MigrationTest):
+    """KVM's dirty ring (``-accel kvm,dirty-ring-size=4096``).
+
+    With the ring, KVM logs each vCPU's dirty pages in a ring instead of a
+    bitmap; QEMU promises the same migration over it, and a dirty rate per
+    vCPU (``calc-dirty-rate`` mode ``dirty-ring``), which it refuses
+    without the ring.  A KVM without the ring (no
+    ``KVM_CAP_DIRTY_LOG_RING``) makes QEMU warn and use the bitmap: a
+    CANCEL naming it, as is TCG, which has no dirty ring.
+
+    :avocado: enable
+    :avocado: tags=migration,dirty,precopy,unix
+    :avocado: tags=arch:x86_64
+    """
+
+    def measure_until(self, limited: bool) -> List[int]:
+        """Measure the dirty rate until it is at most :data:`LIMIT` (above, if not ``limited``)."""
+        rates: List[int] = []
+        for _ in range(MEASUREMENTS):
+            rates.append(int(self.pair.src.measure_dirty_rate("dirty-ring")["dirty-rate"]))
+            if (rates[-1] <= LIMIT) == limited:
+                break
+        self.log.info("dirty rates (MB/s, %s): %s", "limited" if limited else "free", rates)
+        return rates
+
+    def test_live_precopy(self) -> None:
+        """A live precopy that needs a second pass, tracked by the ring, delivers the guest."""
+        pair = start_ring_pair(self)
+        rate = pair.src.measure_dirty_rate("dirty-ring")
+        self.assertGreater(rate["dirty-rate"], 0, f"the ring saw no dirty page: {rate}")
+        live_precopy(pair, "unix")
+        self.verify_migration()
+
+    def test_vcpu_dirty_limit(self) -> None:
+        """set-vcpu-dirty-limit holds the guest to the limit; cancel-vcpu-dirty-limit frees it."""
+        pair = start_ring_pair(self)
+        self.assertGreater(
+            self.measure_until(limited=False)[-1], LIMIT, "the guest dirties nothing"
+        )
+        pair.src.set_vcpu_dirty_limit(LIMIT)
+        check_vcpu_dirty_limits(pair.src.vcpu_dirty_limits(), LIMIT)
+        check_dirty_rates(self.measure_until(limited=True), LIMIT, limited=True)
+        pair.src.cancel_vcpu_dirty_limit()
+        self.assertEqual(pair.src.vcpu_dirty_limits(), [], "limits left after the cancel")
+        check_dirty_rates(self.measure_until(limited=False), LIMIT, limited=False)
+        self.assert_guest_runs(pair.src.machine)
+
+
+class DirtyLimit(MigrationTest):
+    """The ``dirty-limit`` capability (QEMU 8.1 on): a migration throttles
+    each vCPU to ``vcpu-dirty-limit`` MB/s with the dirty ring.
+
+    QEMU promises: while it throttles, ``query-migrate`` reports a throttle
+    time per round above 0 and ``query-vcpu-dirty-limit`` the limit; once
+    the migration is cancelled, the throttle is lifted (time 0); and a
+    switchover begins only when what remains fits the downtime limit.
+
+    :avocado: enable
+    :avocado: tags=migration,dirty,dirty-limit,precopy,unix
+    :avocado: tags=arch:x86_64
+    """
+
+    #: Held back below what the guest dirties (45-100 MB/s), so that the migration throttles.
+    HOLD: ClassVar[MigrationParameters] = {"downtime-limit": 1, "max-bandwidth": 30_000_000}
+    #: Limits the throttled guest meets: its few dirty pages fit 300 ms.
+    FITTING: ClassVar[MigrationParameters] = {"downtime-limit": 300, "max-bandwidth": 100_000_000}
+
+    def released_after_cancel(self) -> List[int]:
+        """The throttle times read after a cancel, until one is 0 (within a deadline)."""
+        seen: List[int] = []
+
+        def check() -> Tuple[bool, List[int]]:
+            seen.append(int(self.pair.src.info().get("dirty-limit-throttle-time-per-round", 0)))
+            return seen[-1] == 0, seen
+
+        try:
+            wait_for(check, what="the dirty-limit throttle lifted (times seen)", timeout=10.0)
+        except WaitTimeout as late:
+            if late.cut_short:
+                raise
+        return seen
+
+    def test_dirty_limit(self) -> None:
+        """Throttled while migrating, released by a cancel, then to a switchover that fits."""
+        pair = start_ring_pair(self)
+        pair.src.require_capabilities(["dirty-limit"])
+        pair.src.set_capabilities({"dirty-limit": True, "pause-before-switchover": True})
+        pair.src.set_parameters({"x-vcpu-dirty-limit-period": 1000, "vcpu-dirty-limit": LIMIT})
+        pair.src.set_parameters(self.HOLD)
+        pair.migrate("unix")
+        check_dirty_limit_throttled(pair.src.watch_dirty_limit(SYNCS))
+        pair.src.cancel()
+        pair.src.wait_for_status("cancelled", fail_on=("completed", "failed"))
+        check_dirty_limit_released(self.released_after_cancel())
+        pair.replace_destination()
+        pair.migrate("unix")
+        check_dirty_limit_throttled(pair.src.watch_dirty_limit(SYNCS))
+        check_vcpu_dirty_limits(pair.src.vcpu_dirty_limits(), LIMIT)
+        pair.src.set_parameters(self.FITTING)
+        info = pair.src.wait_for_status("pre-switchover", fail_on=("failed", "completed"))
+        check_switchover_budget(info, pair.src.parameters())
+        pair.src.continue_switchover()
+        pair.wait_for_completion()
+        self.verify_migration()
