@@ -202,3 +202,14 @@ def test_a_cpr_reboot_that_copies_shared_ram_fails(tmp_path: Path) -> None:
         with pytest.raises(CheckFailure, match="shared RAM"):
             check_shared_ram_not_sent(final["ram"], params.profile.memory_mib * MiB)
     assert_no_shared_file_left()
+
+
+def test_taking_over_a_qemu_that_exec_d_nothing_fails(x86_binary: str, tmp_path: Path) -> None:
+    """No exec'd QEMU listens: a LaunchError, and the old one keeps its process."""
+    with QEMUMachine(x86_binary, ["-machine", "none"], name="old", workdir=tmp_path) as old:
+        old.launch()
+        new = QEMUMachine(x86_binary, ["-machine", "none"], name="new", workdir=tmp_path)
+        with pytest.raises(LaunchError, match=r"listen on new-qmp\.sock"):
+            new.take_over(old, "new-qmp.sock", timeout=0.5)
+        assert old.is_running() and old.cmd("query-status")
+        assert not new.is_running()

@@ -67,6 +67,7 @@ EXPECTED_TESTS = {
     "tests/migration/cpr.py:Cpr.test_reboot",
     "tests/migration/cpr.py:Cpr.test_reboot_ram_in_file",
     "tests/migration/cpr.py:Cpr.test_transfer",
+    "tests/migration/cpr.py:Cpr.test_exec",
     "tests/migration/deprecated.py:DeprecatedCommands.test_removed_commands",
     "tests/migration/failures.py:BadDestination.test_nobody_listening",
     "tests/migration/file.py:File.test_file",

@@ -262,6 +262,65 @@ class QEMUMachine:
             *self._args,
         ]  # fmt: skip
 
+    def exec_command_line(self, qmp_path: str) -> List[str]:
+        """The command line of a QEMU another one exec's into (cpr-exec).
+
+        As :meth:`command_line`, with QMP on a unix socket ``qmp_path``
+        (relative to the workdir) that QEMU listens on: nothing of ours
+        can be handed to a process we do not start.
+        """
+        return [
+            self.binary,
+            "-nodefaults",
+            "-display", "none",
+            "-chardev", f"socket,id=qmp,path={qmp_path},server=on,wait=off",
+            *qmp_monitor_option(self.binary, "qmp"),
+            "-chardev", f"file,id=console,path={self.console_path.name}",
+            "-serial", "chardev:console",
+            *self._args,
+        ]  # fmt: skip
+
+    def take_over(self, old: QEMUMachine, qmp_path: str, timeout: float = LAUNCH_TIMEOUT) -> None:
+        """Become the QEMU that ``old`` exec'd into, with :meth:`exec_command_line` (cpr-exec).
+
+        The process stays ``old``'s (its PID, its output file): this
+        machine owns it from now on, and ``old`` is left exited.
+
+        :raise LaunchError: no monitor listened on ``qmp_path`` in time
+            (the exec failed, or the new QEMU exited).
+        """
+        if self._state is not Runstate.CREATED or old._process is None:
+            raise StateError(f"{self.name}: take_over() needs a new machine and a running old one")
+        directory = os.open(self.workdir, os.O_RDONLY | os.O_DIRECTORY)
+
+        def dial() -> Tuple[bool, str]:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:  # through the directory: the absolute path may not fit an address
+                sock.connect(f"/proc/self/fd/{directory}/{qmp_path}")
+            except OSError as exc:
+                sock.close()
+                return (
+                    False,
+                    f"{exc.strerror} (QEMU {'exited' if old.exitcode is not None else 'runs'})",
+                )
+            dialled.append(sock)
+            return True, "connected"
+
+        dialled: List[socket.socket] = []
+        cmdline = self.exec_command_line(qmp_path)
+        try:
+            wait_for(dial, what=f"the exec'd QEMU to listen on {qmp_path}", timeout=timeout)
+        except WaitTimeout as exc:
+            raise LaunchError(str(exc), cmdline, old.exitcode, old.output) from exc
+        finally:
+            os.close(directory)
+        self._process, old._process = old._process, None
+        self.output_path, self._cmdline = old.output_path, cmdline
+        old.kill()  # no process any more: only closes its monitor
+        self._state = Runstate.RUNNING
+        self._qmp = QMPConnection(dialled[0], self.name)
+        self.connect(timeout)
+
     def launch(self, *, connect: bool = True) -> None:
         """Start QEMU and connect to its monitor.
 

@@ -14,7 +14,7 @@ from .endpoint import STATUS_TIMEOUT, Endpoint
 from .errors import CheckFailure, ConfigError, QMPConnectionLost, StateError, WaitTimeout
 from .machine import QEMUMachine
 from .params import SuiteParams
-from .qapi import Capability, MigrationInfo, MigrationParameters
+from .qapi import Capability, MigrationInfo, MigrationParameters, Target
 from .status import UNSUCCESSFUL, Status
 from .stream import describe_stream
 from .transport import LEFTOVER_PATTERNS, Channel, ExecChannel, make_channel
@@ -28,6 +28,8 @@ NON_CONVERGING: MigrationParameters = {"downtime-limit": 1, "max-bandwidth": 300
 #: With 1 GiB/s and 30 s of allowed downtime, any guest here converges.
 CONVERGING: MigrationParameters = {"downtime-limit": 30_000, "max-bandwidth": 1 << 30}
 
+#: The monitor socket of a QEMU exec'd by cpr-exec, in the workdir.
+EXEC_QMP = "dst-qmp.sock"
 #: Where shared guest RAM lives: a tmpfs both QEMUs can map.
 SHM_DIR = Path("/dev/shm")
 
@@ -171,6 +173,38 @@ class MigrationPair:
         self._dst_pending = machine
         if connect:
             self.connect_destination()
+
+    def exec_destination(
+        self, target: Target, *, dst_paused: bool = True, dst_args: Sequence[str] = ()
+    ) -> None:
+        """cpr-exec: the source saves into ``target``, then exec's the destination in its process.
+
+        For a pair started with ``later_destination``, whose source is in
+        mode ``cpr-exec``.  The destination's command line (its
+        ``cpr-exec-command``) is the one :meth:`start_destination` would
+        run, with ``-incoming defer``; it opens its monitor on a unix
+        socket of the workdir, and has mapped a shared RAM file by the time
+        it answers there: the file is unlinked then.
+
+        :raise LaunchError: no new QEMU answered (the exec failed).
+        """
+        if self._dst is not None:
+            raise StateError("the pair already has a destination")
+        incoming = ["-incoming", "defer", *(["-S"] if dst_paused else []), *dst_args]
+        args = self.params.qemu_args(Path(self.guest), self._shared_memory)
+        machine = QEMUMachine(
+            self.params.qemu_bin_dst, [*args, *incoming], name="dst", workdir=self.workdir
+        )
+        self._machines.append(machine)
+        self.src.set_parameters({"cpr-exec-command": machine.exec_command_line(EXEC_QMP)})
+        self.src.migrate(target)
+        try:
+            machine.take_over(self.src.machine, EXEC_QMP, STATUS_TIMEOUT)
+        finally:
+            self._unlink_shared_memory()
+        self._dst = Endpoint(machine)
+        self._endpoints.append(self._dst)
+        self._dst.set_capabilities({"events": True})
 
     def connect_destination(self, timeout: float = STATUS_TIMEOUT) -> None:
         """Connect to the monitor of the destination :meth:`start_destination` left waiting.

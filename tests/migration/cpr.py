@@ -155,3 +155,39 @@ class Cpr(MigrationTest):
         check_shared_ram_not_sent(final["ram"], pair.profile.memory_mib * MiB)
         assert_run_state(pair.src, "postmigrate", STOPPED)
         self.verify_migration()
+
+    def test_exec(self) -> None:
+        """cpr-exec: the old QEMU saves the state into a file and exec's the new one in its process.
+
+        Guest RAM, shared memory, is preserved in place: the file holds the
+        device state only (smaller than RAM), the new QEMU has the old
+        one's PID and the very RAM the old one left, loads the state
+        (``-incoming defer``, then ``migrate-incoming``) and runs the guest on.
+        """
+        self.require_mode("cpr-exec")
+        pair = self.pair
+        pair.start(shared_memory=True, later_destination=True, src_args=AUX_RAM_SHARE)
+        src = pair.src
+        src.set_mode("cpr-exec")
+        src.require_transport("file")
+        pid = src.machine.pid
+        src.stop()  # so that the RAM compared with is the RAM saved
+        snapshot = snapshot_ram(src.machine, pair.profile)
+        channel = FileChannel()
+        channel.create(pair.workdir)
+        pair.exec_destination(channel.send_target(src, src), dst_args=AUX_RAM_SHARE)
+        dst = pair.dst
+        self.assertEqual(
+            dst.machine.pid, pid, "cpr-exec runs the new QEMU in the old one's process"
+        )
+        channel.check_written()
+        channel.read_stream()
+        saved, shared = (pair.workdir / channel.path).stat().st_size, pair.profile.memory_mib * MiB
+        self.assertLess(
+            saved, shared, f"{saved} bytes saved: the {shared} bytes of RAM were copied"
+        )
+        dst.listen(channel.listen_target(dst))
+        dst.wait_for_status("completed", fail_on=UNSUCCESSFUL)
+        test_range = assert_ram_as_snapshot(snapshot, dst.machine, pair.profile, "the old QEMU")
+        check_counter_pattern(test_range, pair.profile.test_range[0])
+        run_on(pair)
