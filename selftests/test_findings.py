@@ -28,6 +28,15 @@ V11_1_3 = (11, 1, 3)
 SLB = "qemu-system-ppc64: error while loading state for instance 0x0 of device 'cpu'\n"
 SLB += "qemu-system-ppc64: cpu/slb: incoming version_id 2 is too new for local version_id 1"
 ICP = "qemu-system-ppc64: Unknown savevm section or instance 'icp/server' 0. Make sure ..."
+RV_CPU_OLD = (
+    "qemu-system-riscv64: cpu: incoming version_id 5 is too old for local minimum version_id  10"
+)
+RV_CPU_NEW = "qemu-system-riscv64: savevm: unsupported version 12 for 'cpu' v10"
+RV_CPU_POSTCOPY = (
+    "qemu-system-riscv64: loadvm failed during postcopy: -22: "
+    "Failed to load vmstate version_id: 4, ret: -22"
+)
+RV_ACPI = 'qemu-system-riscv64: Unknown ramblock "/rom@etc/acpi/tables", cannot accept migration'
 CPREG_LEN = (
     "qemu-system-aarch64: Invalid value 275 expecting positive value <= 258\n"
     "qemu-system-aarch64: Failed to load cpu:cpreg_vmstate_array_len"
@@ -133,6 +142,10 @@ def test_a_scope_covers_a_version_migrating_to_itself_only_if_asked() -> None:
         ("x86_64", V7_2, V10_0_13, SRC_STUCK, "postcopy-recovery-src-stuck"),
         ("s390x", V10_0_13, V11_1_3, PEEK, "silent-recovery-link-dst-exits"),
         ("x86_64", V11_1_2, V11_1_2, PEEK, "silent-recovery-link-dst-exits"),
+        ("riscv64", V7_2, V10_0_13, RV_CPU_OLD, "riscv64-cpu-version"),
+        ("riscv64", V11_1_3, V10_0_13, RV_CPU_NEW, "riscv64-cpu-version"),
+        ("riscv64", V7_2, V11_1_3, RV_CPU_POSTCOPY, "riscv64-cpu-version"),
+        ("riscv64", V10_0_13, V7_2, RV_ACPI, "riscv64-acpi-ramblock"),
     ],
 )
 def test_each_finding_explains_what_qemu_said(
@@ -161,6 +174,11 @@ def test_each_finding_explains_what_qemu_said(
         ("x86_64", V7_2, V10_0_13, DST_SEGV),
         ("x86_64", V10_0_13, V7_2, SRC_STUCK),
         ("x86_64", V11_1_3, V10_0_13, PEEK),
+        # riscv64 within one release series, or the words on another arch.
+        ("riscv64", V11_1_2, V11_1_3, RV_CPU_OLD),
+        ("riscv64", V10_0_2, V10_0_13, RV_CPU_POSTCOPY),
+        ("aarch64", V7_2, V10_0_13, RV_CPU_OLD),
+        ("riscv64", V7_2, V10_0_13, RV_ACPI),
         # The source died, not the destination: not a destination's crash.
         ("x86_64", V7_2, V7_2, DST_SEGV.replace("dst (", "src (")),
         # In scope, but QEMU said something else: not this finding.
