@@ -20,12 +20,13 @@ def test_throttle_time_that_stays_zero_fails() -> None:
     check_dirty_limit_throttled([0, 0, 1200])
 
 
-def test_throttle_time_left_after_cancel_fails() -> None:
-    with pytest.raises(CheckFailure, match="still throttled"):
-        check_dirty_limit_released([900, 900])
+def test_a_limit_left_after_cancel_fails() -> None:
+    limited = [{"cpu-index": 0, "limit-rate": 1, "current-rate": 0}]
+    with pytest.raises(CheckFailure, match="still limited"):
+        check_dirty_limit_released([limited, limited])
     with pytest.raises(CheckFailure):
         check_dirty_limit_released([])
-    check_dirty_limit_released([900, 0])
+    check_dirty_limit_released([limited, []])
 
 
 def test_vcpu_dirty_limits_wrong_or_missing_fail() -> None:

@@ -108,12 +108,15 @@ class MigrationProxy:
         # Known from the start, so that a cut while the destination is being
         # dialled drops this connection too: the source is connected already.
         self._writers.add(writer)
+        upstream: Optional[socket.socket] = None
         try:
             upstream = await self._loop.run_in_executor(None, self.dial)
             upstream.setblocking(False)
             up_reader, up_writer = await asyncio.open_connection(sock=upstream)
         except (OSError, MigtestError) as exc:
             _log.debug("proxy cannot reach the destination: %s", exc)
+            if upstream is not None:
+                upstream.close()
             writer.close()
             return
         if writer.transport.is_closing():  # cut meanwhile: the link is gone
@@ -156,7 +159,7 @@ class MigrationProxy:
         await self._flowing.wait()
         if self._stall_at is None:
             return data, b""
-        cut = self._stall_at - self.forwarded
+        cut = max(self._stall_at - self.forwarded, 0)
         return data[:cut], data[cut:]
 
     def cut(self) -> None:

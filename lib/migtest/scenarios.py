@@ -113,9 +113,10 @@ def postcopy_paused(
 def recovery_stalled_in_handshake(pair: MigrationPair) -> FaultyChannel:
     """A paused postcopy's recovery whose link stalls once it started: both sides recovering.
 
-    The link carries the recovery's first bytes, so the destination knows
-    the connection for what it is (QEMU 8.0 on peeks at a channel's first
-    bytes to tell), and then nothing: the handshake cannot end.
+    The link carries the recovery's first bytes, so that the destination
+    has taken the connection for what it is (from 10.1 it reads ahead a
+    channel's first bytes to tell), and then nothing: the handshake
+    cannot end.
 
     :return: the link, to be cut.
     """

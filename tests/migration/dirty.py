@@ -2,7 +2,7 @@
 limiting the guest's dirty rate with it, in and out of a migration."""
 
 from pathlib import Path
-from typing import ClassVar, List, Tuple
+from typing import Any, ClassVar, Dict, List, Tuple
 
 from migtest.arch import DIRTY_RING
 from migtest.checks import (
@@ -24,6 +24,8 @@ from migtest.wait import wait_for
 LIMIT = 1
 #: Measurements of one second each, at most, for a limit to hold or let go.
 MEASUREMENTS = 10
+#: Seconds a cancelled migration's dirty limit may take to be lifted.
+LIFT_TIMEOUT = 10.0
 #: Syncs of RAM after which a dirty limit that never throttled never will:
 #: the migration's throttling starts after two syncs found too much dirty.
 SYNCS = 10
@@ -109,16 +111,19 @@ class DirtyLimit(MigrationTest):
     #: Limits the throttled guest meets: its few dirty pages fit 300 ms.
     FITTING: ClassVar[MigrationParameters] = {"downtime-limit": 300, "max-bandwidth": 100_000_000}
 
-    def released_after_cancel(self) -> List[int]:
-        """The throttle times read after a cancel, until one is 0 (within a deadline)."""
-        seen: List[int] = []
+    def answers_after_cancel(self) -> List[List[Dict[str, Any]]]:
+        """``query-vcpu-dirty-limit``'s answers after a cancel, until one lists no vCPU.
 
-        def check() -> Tuple[bool, List[int]]:
-            seen.append(int(self.pair.src.info().get("dirty-limit-throttle-time-per-round", 0)))
-            return seen[-1] == 0, seen
+        Within a deadline; the check judges what was seen.
+        """
+        seen: List[List[Dict[str, Any]]] = []
+
+        def check() -> Tuple[bool, List[List[Dict[str, Any]]]]:
+            seen.append(list(self.pair.src.vcpu_dirty_limits()))
+            return not seen[-1], seen
 
         try:
-            wait_for(check, what="the dirty-limit throttle lifted (times seen)", timeout=10.0)
+            wait_for(check, what="no vCPU dirty limit left (answers seen)", timeout=LIFT_TIMEOUT)
         except WaitTimeout as late:
             if late.cut_short:
                 raise
@@ -135,7 +140,7 @@ class DirtyLimit(MigrationTest):
         check_dirty_limit_throttled(pair.src.watch_dirty_limit(SYNCS))
         pair.src.cancel()
         pair.src.wait_for_status("cancelled", fail_on=("completed", "failed"))
-        check_dirty_limit_released(self.released_after_cancel())
+        check_dirty_limit_released(self.answers_after_cancel())
         pair.replace_destination()
         pair.migrate("unix")
         check_dirty_limit_throttled(pair.src.watch_dirty_limit(SYNCS))

@@ -93,6 +93,8 @@ def describe_stream(path: Union[str, Path], brief: bool = False) -> str:
         summary = read_stream(path)
     except (StreamError, OSError) as exc:
         return f"{path}: {exc}"
+    except Exception as exc:  # noqa: BLE001 - a reader's bug must not hide the failure
+        return f"{path}: unreadable by migtest.stream ({type(exc).__name__}: {exc})"
     if not brief:
         return summary.describe()
     records = ", ".join(f"{n} {kind}" for kind, n in summary.pages.items()) or "none"
