@@ -76,7 +76,12 @@ SRC_STUCK = (
     "not both in postcopy-paused: timed out after 120 s waiting for both sides in "
     "postcopy-paused; last seen: {'src': 'postcopy-recover', 'dst': 'postcopy-paused'}"
 )
-PEEK = "qemu-system-x86_64: Failed to peek at channel"
+PEEK = (
+    "  dst (QEMU 11.1.3, /x/qemu-system-x86_64): exited with 1; statuses ['setup', 'active', "
+    "'postcopy-device', 'postcopy-active', 'postcopy-paused', 'failed']; printed: "
+    "qemu-system-x86_64: Detected IO failure for postcopy. Migration paused. | "
+    "qemu-system-x86_64: Failed to peek at channel"
+)
 
 
 def finding(finding_id: str) -> Finding:
@@ -179,6 +184,10 @@ def test_each_finding_explains_what_qemu_said(
         ("riscv64", V10_0_2, V10_0_13, RV_CPU_POSTCOPY),
         ("aarch64", V7_2, V10_0_13, RV_CPU_OLD),
         ("riscv64", V7_2, V10_0_13, RV_ACPI),
+        # A crash or an early close outside a postcopy recovery: not these.
+        ("x86_64", V7_2, V7_2, DST_SEGV.replace("'postcopy-recover'", "'active'")),
+        ("x86_64", V11_1_3, V11_1_3, "qemu-system-x86_64: Failed to peek at channel"),
+        ("x86_64", V11_1_3, V11_1_3, PEEK.replace("'postcopy-paused', ", "")),
         # The source died, not the destination: not a destination's crash.
         ("x86_64", V7_2, V7_2, DST_SEGV.replace("dst (", "src (")),
         # In scope, but QEMU said something else: not this finding.

@@ -315,7 +315,13 @@ FINDINGS: Tuple[Finding, ...] = (
         # SIGSEGV.  Fixed by QEMU 0e99bb8f5441 "migration: Allow
         # RECOVER->PAUSED convertion for dest qemu" (8.2).
         scopes=(scope(ALL_ARCHES, "*", "<8.2", across=False),),
-        shows=re.compile(r"^\s*dst\d* \(QEMU [^)]*\): exited with -11;", re.MULTILINE),
+        # The destination's own account: it died of SIGSEGV once it had
+        # entered postcopy-recover (any other crash is not this finding).
+        shows=re.compile(
+            r"^\s*dst\d* \(QEMU [^)]*\): exited with -11; "
+            r"statuses \[[^\]]*'postcopy-recover'",
+            re.MULTILINE,
+        ),
         every_migration=False,
         reported=_README + "; QEMU 0e99bb8f5441",
     ),
@@ -343,7 +349,13 @@ FINDINGS: Tuple[Finding, ...] = (
         # fails the incoming migration, and QEMU exits even in
         # postcopy-paused: the guest is lost.  No fix released as of 11.1.
         scopes=(scope(ALL_ARCHES, "*", ">=10.1", across=False),),
-        shows=re.compile(r"Failed to peek at channel"),
+        # The destination's own account: exited from postcopy-paused to
+        # failed, having said so (any other early close is not this finding).
+        shows=re.compile(
+            r"^\s*dst\d* \(QEMU [^)]*\): exited with 1; "
+            r"statuses \[[^\]]*'postcopy-paused', 'failed'\]; printed: .*Failed to peek at channel",
+            re.MULTILINE,
+        ),
         every_migration=False,
         reported=_README + "; QEMU 00f3fcef1981",
     ),
