@@ -26,3 +26,10 @@ def test_unlisted_parameter_fails() -> None:
     check_accounted(
         {"downtime-limit", "block-bitmap-mapping"}, {"downtime-limit"}, {"block-bitmap-mapping"}
     )
+
+
+def test_units_and_lists_as_hmp_shows_them() -> None:
+    # As 11.1.3 shows them: sizes with a unit, a list joined by spaces.
+    assert round_trip_problem("max-bandwidth", 100, "", 100, "100 bytes/second") is None
+    assert round_trip_problem("cpr-exec-command", ["a", "b"], "", ["a", "b"], "a b") is None
+    assert round_trip_problem("x-rdma-chunk-size", 2, "", 2, "20 bytes") is not None
