@@ -22,7 +22,7 @@ RESULTS ?= $(HOME)/avocado/job-results
 PARALLEL ?=
 SUITE    = $(AVOCADO) --config avocado.conf run --job-results-dir $(RESULTS) $(PARALLEL) tests/migration $(AVOCADO_ARGS) -m $(VARIANTS)
 STAMP    = $(VENV)/.installed
-TOOLCHAINS = binutils-aarch64-linux-gnu binutils-s390x-linux-gnu binutils-powerpc64-linux-gnu binutils-riscv64-linux-gnu
+TOOLCHAINS = binutils-aarch64-linux-gnu binutils-s390x-linux-gnu binutils-powerpc64-linux-gnu binutils-riscv64-linux-gnu $(shell apt-cache show binutils-loongarch64-linux-gnu >/dev/null 2>&1 && echo binutils-loongarch64-linux-gnu)
 
 # What `make check` runs across QEMU versions (scripts/versions-matrix):
 # the seed scenarios (those of QEMU's 2019 migration-test, tag `seed`) on

@@ -24,7 +24,7 @@ CASES: Dict[str, Tuple[str, str, str, str]] = {
         "arch",
         "vax",
         "ERROR",
-        "'arch': accepted one of aarch64, ppc64, riscv64, s390x, x86_64",
+        "'arch': accepted one of aarch64, loongarch64, ppc64, riscv64, s390x, x86_64",
     ),
     "accel": ("accel", "hvf", "ERROR", "'accel': accepted one of auto, tcg, kvm"),
     "missing": ("qemu_bin", "/nonexistent/qemu", "CANCEL", "qemu_bin=/nonexistent/qemu"),

@@ -36,6 +36,8 @@ RV_CPU_POSTCOPY = (
     "qemu-system-riscv64: loadvm failed during postcopy: -22: "
     "Failed to load vmstate version_id: 4, ret: -22"
 )
+LA_SIGFPE = "  src (QEMU 7.2.22, /usr/bin/qemu-system-loongarch64): exited with -8; statuses []"
+LA_SIGFPE_LOST = "src: connection lost during 'query-migrate': ExecInterruptedError('Disconnected')"
 RV_ACPI = 'qemu-system-riscv64: Unknown ramblock "/rom@etc/acpi/tables", cannot accept migration'
 CPREG_LEN = (
     "qemu-system-aarch64: Invalid value 275 expecting positive value <= 258\n"
@@ -154,6 +156,8 @@ def test_a_scope_covers_a_version_migrating_to_itself_only_if_asked() -> None:
         ("riscv64", V11_1_3, V10_0_13, RV_CPU_NEW, "riscv64-cpu-version"),
         ("riscv64", V7_2, V11_1_3, RV_CPU_POSTCOPY, "riscv64-cpu-version"),
         ("riscv64", V10_0_13, V7_2, RV_ACPI, "riscv64-acpi-ramblock"),
+        ("loongarch64", V7_2, V7_2, LA_SIGFPE, "loongarch64-ram-sigfpe"),
+        ("loongarch64", V7_2, V7_2, LA_SIGFPE_LOST, "loongarch64-ram-sigfpe"),
     ],
 )
 def test_each_finding_explains_what_qemu_said(
@@ -189,6 +193,9 @@ def test_each_finding_explains_what_qemu_said(
         ("riscv64", V10_0_2, V10_0_13, RV_CPU_POSTCOPY),
         ("aarch64", V7_2, V10_0_13, RV_CPU_OLD),
         ("riscv64", V7_2, V10_0_13, RV_ACPI),
+        # A source of 8.0 on, or another architecture's.
+        ("loongarch64", V10_0_13, V7_2, LA_SIGFPE),
+        ("x86_64", V7_2, V7_2, LA_SIGFPE_LOST),
         # A crash or an early close outside a postcopy recovery: not these.
         ("x86_64", V7_2, V7_2, DST_SEGV.replace("'postcopy-recover'", "'active'")),
         ("x86_64", V11_1_3, V11_1_3, "qemu-system-x86_64: Failed to peek at channel"),

@@ -18,6 +18,8 @@ MiB = 1 << 20
 AARCH64_RAM = 0x40000000
 #: Where RAM starts on riscv64's virt machine.
 RISCV64_RAM = 0x80000000
+#: Where loongarch64's virt machine maps RAM beyond its first 256 MiB.
+LOONGARCH64_HIGH_RAM = 0x90000000
 
 #: Options of the accelerator, as ``(name, value)`` pairs after ``-accel NAME``.
 AccelOptions = Tuple[Tuple[str, str], ...]
@@ -260,6 +262,27 @@ PROFILES: Dict[str, ArchProfile] = {
             # own CPU.
             cpus={"tcg": "sifive-u54", "kvm": "host"},
             kvm_hosts=("riscv64",),
+        ),
+        ArchProfile(
+            name="loongarch64",
+            # Not versioned either, like riscv64's.
+            machine_type="virt",
+            machine_options=(),
+            # QEMU 7.2 refuses less than 1 GiB on this machine.
+            memory_mib=1024,
+            # Low RAM is the first 256 MiB; the rest is mapped at 0x90000000.
+            ram_ranges=((0, 256 * MiB), (LOONGARCH64_HIGH_RAM, LOONGARCH64_HIGH_RAM + 768 * MiB)),
+            guest="guest.bin",
+            # The guest is the firmware: the CPU starts in it after reset,
+            # in direct address mode; no EFI firmware, no kernel loader.
+            guest_option="-bios",
+            # From 32 MiB: QEMU puts its device tree at 1 MiB (7.2).
+            test_range=(32 * MiB, 131 * MiB),
+            # The only model 7.2 has (its virt machine refuses any other
+            # under TCG), by the name its -cpu help lists ('la464' works
+            # too); 'max' grows with later versions.  KVM is left out: not
+            # run, and its CPU models not checked.
+            cpus={"tcg": "la464-loongarch-cpu"},
         ),
     )
 }
