@@ -328,7 +328,7 @@ class MigrationPair:
             self.src.machine.wait_event("STOP", timeout=STATUS_TIMEOUT)
             self.dst.machine.wait_event("RESUME", timeout=STATUS_TIMEOUT)
         except QMPConnectionLost as lost:
-            raise self._failure("the switchover failed", lost) from lost
+            raise self.failure("the switchover failed", lost) from lost
 
     def wait_for_postcopy(self) -> None:
         """Wait until both sides are in postcopy and the destination guest runs.
@@ -366,9 +366,9 @@ class MigrationPair:
         except WaitTimeout as late:
             if late.cut_short:
                 raise  # the test ran out of time: no verdict on QEMU
-            raise self._failure(f"not both in {status}", late) from late
+            raise self.failure(f"not both in {status}", late) from late
         except (CheckFailure, QMPConnectionLost) as failed:
-            raise self._failure(f"not both in {status}", failed) from failed
+            raise self.failure(f"not both in {status}", failed) from failed
 
     def pause(self) -> None:
         """Pause a postcopy migration from the source, breaking its channel."""
@@ -411,11 +411,11 @@ class MigrationPair:
             self.src.wait_for_status("completed", fail_on=UNSUCCESSFUL)
             self.dst.wait_for_status("completed", fail_on=UNSUCCESSFUL)
         except (CheckFailure, QMPConnectionLost) as failed:
-            raise self._failure("the migration failed", failed) from failed
+            raise self.failure("the migration failed", failed) from failed
         self.dst.read_final_stats()
         return self.src.read_final_stats()
 
-    def _failure(self, what: str, cause: Exception) -> CheckFailure:
+    def failure(self, what: str, cause: Union[str, Exception]) -> CheckFailure:
         """A FAIL for ``cause`` that quotes both sides: often only one knows why.
 
         A stream saved in a file is described too (its sections, or where
