@@ -48,6 +48,12 @@ CPREG_EPERM_POSTCOPY = (
     "qemu-system-aarch64: postcopy_ram_listen_thread: loadvm failed: -1\n"
     "qemu-system-aarch64: load of migration failed: Operation not permitted"
 )
+CPREG_EPERM_POSTCOPY_RAM = (
+    "qemu-system-aarch64: error while loading state for instance 0x0 of device 'cpu'\n"
+    "qemu-system-aarch64: error while loading state section id 2(ram)\n"
+    "qemu-system-aarch64: postcopy_ram_listen_thread: loadvm failed: -1\n"
+    "qemu-system-aarch64: load of migration failed: Operation not permitted"
+)
 CPREG_EPERM = (
     "qemu-system-aarch64: error while loading state for instance 0x0 of device 'cpu'\n"
     "qemu-system-aarch64: load of migration failed: Operation not permitted"
@@ -141,6 +147,7 @@ def test_a_scope_covers_a_version_migrating_to_itself_only_if_asked() -> None:
         ("aarch64", V7_2, V11_1_3, CPREG_UNKNOWN, "aarch64-cpregs"),
         ("aarch64", V7_2, V10_0_13, CPREG_EPERM, "aarch64-cpregs"),
         ("aarch64", V10_0_2, V10_0_13, CPREG_EPERM_POSTCOPY, "aarch64-cpregs"),
+        ("aarch64", V7_2, V10_0_13, CPREG_EPERM_POSTCOPY_RAM, "aarch64-cpregs"),
         ("aarch64", V11_1_2, V10_0_13, ASSERTION, "aarch64-vmstate-assert"),
         ("s390x", V7_2, V7_2, ZLIB_LEVEL, "multifd-level-ignored"),
         ("x86_64", V11_1_3, V7_2, ZLIB_LEVEL.replace("src", "dst"), "multifd-level-ignored"),
