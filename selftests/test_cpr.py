@@ -11,7 +11,7 @@ import pytest
 from migtest.arch import MiB, get_profile
 from migtest.checks import check_shared_ram_not_sent
 from migtest.endpoint import Endpoint
-from migtest.errors import CheckFailure, ConfigError, LaunchError, Unavailable
+from migtest.errors import CheckFailure, ConfigError, LaunchError, StateError, Unavailable
 from migtest.machine import QEMUMachine
 from migtest.pair import SHM_DIR, MigrationPair
 from migtest.params import SuiteParams
@@ -179,6 +179,14 @@ def test_ram_changed_since_the_snapshot_fails() -> None:
     ram[2 * MiB + 5] ^= 0x40
     with pytest.raises(CheckFailure, match="RAM of old and of fake differ"):
         assert_ram_as_snapshot(saved, _Paused(bytes(ram)), profile, "old")  # type: ignore[arg-type]
+
+
+def test_a_snapshot_of_other_ranges_is_refused() -> None:
+    profile = get_profile("x86_64")
+    ram = bytes(profile.ram_ranges[-1][1])
+    saved = snapshot_ram(_Paused(ram), profile)  # type: ignore[arg-type]
+    with pytest.raises(StateError, match="ranges"):
+        assert_ram_as_snapshot(saved[:1], _Paused(ram), profile, "old")  # type: ignore[arg-type]
 
 
 def test_a_cpr_reboot_that_copies_shared_ram_fails(tmp_path: Path) -> None:

@@ -8,12 +8,12 @@ wrong; a wait that expires while checking is a failure of the check too.
 from __future__ import annotations
 
 import logging
-from typing import Any, Collection, List, Sequence
+from typing import Any, Collection, List, Optional, Sequence
 
 from .arch import ArchProfile
 from .checks import check_counter_pattern, check_statuses_after, compare_memory
 from .endpoint import Endpoint
-from .errors import CheckFailure, QMPError, WaitTimeout
+from .errors import CheckFailure, QMPError, StateError, WaitTimeout
 from .machine import QEMUMachine, read_memories
 from .pair import MigrationPair
 from .status import Status
@@ -99,13 +99,19 @@ def assert_ram_as_snapshot(
     :raise CheckFailure: a byte differs.
     """
     require_paused(machine, "RAM can be compared")
+    if len(snapshot) != len(profile.ram_ranges):
+        raise StateError(
+            f"a snapshot of {len(snapshot)} ranges for {len(profile.ram_ranges)} RAM ranges"
+        )
     test_start, test_end = profile.test_range
-    test_range = memoryview(b"")
+    test_range: Optional[memoryview] = None
     for (start, end), before in zip(profile.ram_ranges, snapshot):
         now = machine.read_memory(start, end - start)
         compare_memory(before, now, start, f"RAM of {what} and of {machine.name}")
         if start <= test_start and test_end <= end:
             test_range = now[test_start - start : test_end - start]
+    if test_range is None:
+        raise StateError(f"{profile.name}: no RAM range holds the test range")
     return test_range
 
 
