@@ -86,13 +86,23 @@ class MigrationPair:
 
     # -- machines -----------------------------------------------------------
 
-    def _launch(self, name: str, binary: str, extra: Sequence[str]) -> Endpoint:
+    def _machine(self, name: str, binary: str, extra: Sequence[str]) -> QEMUMachine:
+        """The one place a side's QEMU is made: the guest's arguments, then ``extra``."""
         guest = Path(self.guest)  # relative: QEMU runs in the workdir
         if not (self.workdir / guest).exists():
             shutil.copyfile(self.profile.guest_file(self.guest), self.workdir / guest)
         args = self.params.qemu_args(guest, self._shared_memory)
         machine = QEMUMachine(binary, [*args, *extra], name=name, workdir=self.workdir)
         self._machines.append(machine)
+        return machine
+
+    @staticmethod
+    def _incoming(paused: bool, extra: Sequence[str]) -> List[str]:
+        """A destination's own arguments: it waits for ``migrate-incoming``."""
+        return ["-incoming", "defer", *(["-S"] if paused else []), *extra]
+
+    def _launch(self, name: str, binary: str, extra: Sequence[str]) -> Endpoint:
+        machine = self._machine(name, binary, extra)
         machine.launch()
         endpoint = Endpoint(machine)
         self._endpoints.append(endpoint)
@@ -100,8 +110,7 @@ class MigrationPair:
         return endpoint
 
     def _launch_destination(self, name: str, paused: bool, extra: Sequence[str]) -> Endpoint:
-        incoming = ["-incoming", "defer", *(["-S"] if paused else []), *extra]
-        return self._launch(name, self.params.qemu_bin_dst, incoming)
+        return self._launch(name, self.params.qemu_bin_dst, self._incoming(paused, extra))
 
     def start(
         self,
@@ -162,13 +171,9 @@ class MigrationPair:
         """
         if self._dst is not None:
             raise StateError("the pair already has a destination")
-        incoming = ["-incoming", "defer", *(["-S"] if dst_paused else []), *dst_args]
-        guest = Path(self.guest)
-        args = self.params.qemu_args(guest, self._shared_memory)
-        machine = QEMUMachine(
-            self.params.qemu_bin_dst, [*args, *incoming], name="dst", workdir=self.workdir
+        machine = self._machine(
+            "dst", self.params.qemu_bin_dst, self._incoming(dst_paused, dst_args)
         )
-        self._machines.append(machine)
         machine.launch(connect=False)
         self._dst_pending = machine
         if connect:
@@ -190,12 +195,9 @@ class MigrationPair:
         """
         if self._dst is not None:
             raise StateError("the pair already has a destination")
-        incoming = ["-incoming", "defer", *(["-S"] if dst_paused else []), *dst_args]
-        args = self.params.qemu_args(Path(self.guest), self._shared_memory)
-        machine = QEMUMachine(
-            self.params.qemu_bin_dst, [*args, *incoming], name="dst", workdir=self.workdir
+        machine = self._machine(
+            "dst", self.params.qemu_bin_dst, self._incoming(dst_paused, dst_args)
         )
-        self._machines.append(machine)
         self.src.set_parameters({"cpr-exec-command": machine.exec_command_line(EXEC_QMP)})
         self.src.migrate(target)
         try:
