@@ -56,3 +56,20 @@ def test_a_feature_newer_than_the_qemu_stays_a_cancel_in_strict_mode(tmp_path: P
         assert "channels (added in QEMU 8.2)" in test["fail_reason"]
     else:
         assert test["status"] == "PASS", test["fail_reason"]
+
+
+def test_postcopy_refusals_are_weighed_by_what_qemu_says() -> None:
+    """Host support missing is expected; a target page bigger than the host's never is."""
+    from migtest.test import postcopy_refusal
+
+    # QEMU 10.0.13's words, loongarch64 (16 KiB pages) on a 4 KiB x86_64 host.
+    pages = postcopy_refusal(
+        "Postcopy is not supported: Target page size bigger than host page size"
+    )
+    assert pages is not None and not pages.expected
+    assert "Target page size bigger" in str(pages)
+    # userfaultfd missing or forbidden: the host was meant to have it.
+    host = postcopy_refusal("Postcopy is not supported: Userfaultfd not available: ...")
+    assert host is not None and host.expected
+    # Any other refusal is not about support: it fails the test.
+    assert postcopy_refusal("Postcopy is not compatible with ignore-shared") is None
