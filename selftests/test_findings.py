@@ -288,3 +288,23 @@ def test_made_up_findings_pass_flag_cancel_or_fail(tmp_path: Path) -> None:
     unexplained = tests["test_unexplained_failure"]
     assert unexplained["status"] == "FAIL"
     assert unexplained["fail_reason"] == "a failure no finding explains"
+
+
+def test_a_finding_explains_a_check_only_if_it_explains_every_problem() -> None:
+    """One known problem must not hide a new one listed next to it."""
+    from migtest.errors import CheckFailure
+    from migtest.test import explain_all
+
+    known = "multifd-zlib-level: set to 5, query-migrate-parameters reads 1"
+    new = "downtime-limit: set to 250, query-migrate-parameters reads 300"
+    where = ("x86_64", (7, 2, 22), (7, 2, 22))
+    alone = explain_all(where, CheckFailure(known, [known]), ["", ""])
+    assert alone is not None and alone.finding.id == "multifd-level-ignored"
+    both = CheckFailure(f"{known}\n{new}", [known, new])
+    assert explain_all(where, both, ["", ""]) is None
+    # The same text without its problems listed is weighed whole, as before.
+    assert explain_all(where, CheckFailure(f"{known}\n{new}"), ["", ""]) is not None
+    # Out of the finding's scope (9.0 on), even the known problem is a failure.
+    assert (
+        explain_all(("x86_64", (10, 0, 13), (10, 0, 13)), CheckFailure(known, [known]), []) is None
+    )

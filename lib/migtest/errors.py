@@ -120,4 +120,13 @@ class WaitTimeout(MigtestError):
 
 
 class CheckFailure(MigtestError, AssertionError):
-    """A verification found the guest, or QEMU's behaviour, wrong."""
+    """A verification found the guest, or QEMU's behaviour, wrong.
+
+    :ivar problems: the separate things found wrong, when one check found
+        several (one per parameter, say): a known QEMU finding explains
+        the failure only if it explains every one of them.
+    """
+
+    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems)

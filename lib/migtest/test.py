@@ -64,6 +64,25 @@ def postcopy_refusal(desc: str) -> Optional[Unavailable]:
     )
 
 
+def explain_all(
+    where: Tuple[str, Tuple[int, ...], Tuple[int, ...]],
+    failure: BaseException,
+    output: Sequence[str],
+) -> Optional[Hit]:
+    """The finding behind ``failure`` (and QEMU's ``output``): of each of its problems.
+
+    ``where`` is the architecture and both QEMU versions.  A
+    :class:`CheckFailure` that lists its problems is weighed problem by
+    problem, each with QEMU's output; any problem no finding explains
+    leaves the whole failure unexplained (``None``).
+    """
+    problems = getattr(failure, "problems", None) or [str(failure)]
+    hits = [explain(*where, "\n".join([problem, *output])) for problem in problems]
+    if any(hit is None for hit in hits):
+        return None
+    return hits[0]
+
+
 def _end_as_the_scenario_says(method: Callable[..., None]) -> Callable[..., None]:
     """``method``, with what is not the test's fault turned into the right status.
 
@@ -326,6 +345,8 @@ class MigrationTest(Test):
     def _finding_behind(self, failure: BaseException) -> Optional[Hit]:
         """The known finding that explains ``failure``, from it and what QEMU printed.
 
+        A check that found several problems is explained only if each of
+        them is: a known finding must not hide a new one next to it.
         Only the sides of the migration that failed speak: a destination
         replaced after a failure the test expected (a corrupted stream, a
         cancel) may have printed anything.
@@ -333,8 +354,8 @@ class MigrationTest(Test):
         where = self._versions()
         if where is None:
             return None
-        said = [str(failure), self.pair.src.machine.output, self.pair.dst.machine.output]
-        return explain(*where, "\n".join(said))
+        output = [self.pair.src.machine.output, self.pair.dst.machine.output]
+        return explain_all(where, failure, output)
 
     def _flag_findings_not_reproduced(self) -> None:
         """Warn when a migration completed where a finding says none can.

@@ -137,7 +137,7 @@ class Interface(MigrationTest):
         for problem in problems:
             self.log.error("%s", problem)
         if problems:
-            raise CheckFailure("HMP parameter round trip:\n" + "\n".join(problems))
+            raise CheckFailure("HMP parameter round trip:\n" + "\n".join(problems), problems)
         self.log.info("set through HMP: %s", ", ".join(sorted(names & VALUES.keys())))
 
 
