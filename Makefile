@@ -35,7 +35,7 @@ CHECK_PAIRS ?= 7.2-to-10.0.13 10.0.13-to-7.2
 CHECK_SAME  ?= 10.0.13 11.1.3
 CHECK_TAGS  ?= seed
 
-.PHONY: run check suite-strict versions-strict versions-matrix selftests lint qemu qemu-versions toolchains guests venv clean
+.PHONY: run check suite-strict versions-strict versions-matrix selftests lint qemu qemu-versions toolchains gitlab-ci-local guests venv clean
 
 # The report is written whether the suite passed or not; the suite's
 # verdict is make's.
@@ -72,7 +72,7 @@ versions-strict: venv qemu-versions
 versions-matrix: venv qemu-versions
 	$(VENV)/bin/python scripts/versions-matrix --results $(RESULTS)
 
-selftests: venv qemu
+selftests: venv qemu gitlab-ci-local
 	$(VENV)/bin/python -m pytest -q selftests
 
 lint: venv
@@ -108,6 +108,23 @@ toolchains:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "note: guest rebuild checks need:$$missing (apt-get install as root)"; fi; \
 	fi
+
+# gitlab-ci-local (npm) runs .gitlab-ci.yml on this host, without GitLab
+# or docker, for its self-test (selftests/test_gitlab_ci.py; README,
+# "GitLab CI").  4.63.0 is the newest whose dependencies all still run on
+# Node 18, Debian 12's (from 4.64 some need Node 20; 4.74 and 4.75 need
+# Node 22); it needs rsync.  Without them and without root to install
+# them, that self-test is skipped.
+GITLAB_CI_LOCAL_VERSION = 4.63.0
+gitlab-ci-local: .tools/.gitlab-ci-local-$(GITLAB_CI_LOCAL_VERSION)
+.tools/.gitlab-ci-local-$(GITLAB_CI_LOCAL_VERSION):
+	@for tool in node:nodejs npm:npm rsync:rsync; do \
+	  command -v $${tool%%:*} >/dev/null 2>&1 || missing="$$missing $${tool#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "note: the GitLab CI self-test needs:$$missing (apt-get install as root)"; exit 0; fi; \
+	fi; \
+	npm install --prefix .tools --no-audit --no-fund --loglevel=error gitlab-ci-local@$(GITLAB_CI_LOCAL_VERSION) && touch $@
 
 guests:
 	$(MAKE) -C guests
