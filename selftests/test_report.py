@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 from conftest import ROOT, qemu_or_skip
+from test_report_merge import runs_of
 
 from migtest.artifacts import (
     METRICS_FILE,
@@ -284,15 +285,45 @@ def test_artifact_names_are_spelled_only_in_artifacts() -> None:
     assert spelled == {}
 
 
-def test_qemu_versions_become_a_column_axis(job: Path, tmp_path: Path) -> None:
-    """One QEMU: its version heads the column; two: the pair does."""
+def test_qemu_versions_are_said_once_or_by_each_run(job: Path, tmp_path: Path) -> None:
+    """One QEMU for every run: said once, above the grid; the pair when the
+    source's and the destination's differ."""
     copy = tmp_path / "job"
     shutil.copytree(job, copy)
     (metrics,) = copy.glob(f"test-results/*Precopy.test_unix*/data/{METRICS_FILE}")
     report = json.loads(metrics.read_text())
     version = report["qemu"]["src"]
     assert re.fullmatch(r"\d+\.\d+\.\d+", version) and report["qemu"]["dst"] == version
-    assert f'<span class="qemu">QEMU {version}</span>' in report_of(copy).read_text()
+    assert f"QEMU <b>{version}</b>" in report_of(copy).read_text()
     report["qemu"] = {"src": "7.2.22", "dst": "10.0.13"}
     metrics.write_text(json.dumps(report))
-    assert '<span class="qemu">QEMU 7.2.22 → 10.0.13</span>' in report_of(copy).read_text()
+    assert "QEMU <b>7.2.22 → 10.0.13</b>" in report_of(copy).read_text()
+
+
+def test_a_real_job_and_its_rerun_elsewhere_merge(job: Path, tmp_path: Path) -> None:
+    """The job, and a copy of it standing for a rerun on another host with
+    another QEMU: one cell holds both runs of a test, each its own."""
+    other = tmp_path / "other-host" / job.name
+    shutil.copytree(job, other)
+    results = json.loads((other / "results.json").read_text())
+    results["job_id"] = "f" * 40
+    (other / "results.json").write_text(json.dumps(results))
+    (metrics,) = other.glob(f"test-results/*Precopy.test_unix*/data/{METRICS_FILE}")
+    report = json.loads(metrics.read_text())
+    ours = report["sides"]["src"]["final"]["total-time"]
+    report["sides"]["src"]["final"]["total-time"] = 987654
+    report.update(host="other-host", qemu={"src": "10.0.13", "dst": "10.0.13"})
+    metrics.write_text(json.dumps(report))
+    page = report_of(job, str(other), "-o", str(tmp_path / "site" / "merged.html"))
+    assert page == tmp_path / "site" / "merged.html"
+    runs = runs_of(page).runs
+    unix = [r for r in runs if "debug.log" in str(r["links"]) and "total" in r]
+    assert [(r["job"], r["total"]) for r in unix] == [("A", str(ours)), ("B", "987654")]
+    assert "10.0.13 · other-host" in unix[1]["origin"]
+    assert "other-host" not in unix[0]["origin"]
+    for run in runs:
+        directory = {"A": job, "B": other}[run["job"]]
+        for link in run["links"]:
+            target = (page.parent / unquote(urlsplit(link).path)).resolve()
+            assert directory.resolve() in target.parents, (run["job"], link)
+    assert len(runs) == 4
