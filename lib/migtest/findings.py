@@ -420,6 +420,53 @@ FINDINGS: Tuple[Finding, ...] = (
         every_migration=False,
         reported=_README,
     ),
+    Finding(
+        id="colo-return-path-reader",
+        title="QEMU before 11.1 fails COLO at once: its return-path reader takes COLO messages",
+        kind="QEMU bug",
+        # COLO speaks over the migration's return path: the secondary's
+        # first message is checkpoint-ready, COLOMessage 0, four zero
+        # bytes (be32).  With return-path set, 7.2.22 and 10.0.13 still run
+        # the source's return-path thread on that channel; it reads the
+        # zeros as a message of type 0 (MIG_RP_MSG_INVALID), length 0, and
+        # fails the migration while the secondary is in 'colo'.  Without
+        # return-path (the old COLO-FT.txt recipe) both accept x-colo, and
+        # the primary deadlocks at its first checkpoint: 7.2.22's migration
+        # thread (in migrate_start_colo_process) and main loop wait for the
+        # BQL, QMP answers nothing (gdb, measured).  11.1.2 and 11.1.3
+        # refuse x-colo without return-path ("Capability 'x-colo' requires
+        # capability 'return-path'") and replicate with it; the releases
+        # between 10.0 and 11.1 were not measured.
+        scopes=(scope(ALL_ARCHES, "<11.1", "*", across=False),),
+        shows=re.compile(
+            r"^\s*src\d* \(QEMU [^)]*\): status failed[^\n]*printed: [^\n]*"
+            r"Received invalid message 0x0000 length 0x0000[^\n]*\n"
+            r"\s*dst\d* \(QEMU [^)]*\): status colo;",
+            re.MULTILINE,
+        ),
+        every_migration=False,
+        reported=_README,
+    ),
+    Finding(
+        id="colo-exit-reason-race",
+        title="a COLO failover asked for with x-colo-lost-heartbeat can be announced as an error",
+        kind="QEMU bug",
+        # migration/colo.c: primary_vm_do_failover() and
+        # secondary_vm_do_failover() shut the COLO channels down (waking
+        # the COLO thread blocked on them) before they move the failover
+        # state from active to completed; the woken thread picks the
+        # COLO_EXIT reason from that state at its 'out:' label, and reads
+        # 'active' (reason 'error') when it gets there first.  Right after,
+        # query-colo-status says 'request'.  Measured with 11.1.3 on
+        # x86_64, on both sides, plain and multifd (1 run in 4 or 6).
+        scopes=(scope(ALL_ARCHES, "*", "*", across=False),),
+        shows=re.compile(
+            r"COLO_EXIT reason 'error', not 'request', for the (?:primary|secondary)'s "
+            r"failover \(query-colo-status: reason 'request'\)"
+        ),
+        every_migration=False,
+        reported=_README,
+    ),
 )
 
 
