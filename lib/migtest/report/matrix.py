@@ -23,7 +23,7 @@ from typing import Dict, List, Sequence, Tuple
 from ..arch import PROFILES
 from .jobdata import TOTALS, Job, Origin, TestRun, final, guest_felt_downtime, outcome
 from .links import Linker
-from .style import JOB_COLOURS, css, grid_min_width
+from .style import JOB_COLOURS, css, grid_width
 
 #: What may tell runs apart, besides their job: an :class:`Origin` field, its name.
 FIELDS = (("accel", "accelerator"), ("qemu", "QEMU"), ("host", "host"))
@@ -159,7 +159,7 @@ class _Page:
         )
         cols = '<col class="tests">' + "<col>" * len(self.arches)
         return (
-            f'<table class="grid" style="min-width: {grid_min_width(len(self.arches))}px">'
+            f'<table class="grid" style="{grid_width(len(self.arches))}">'
             f'<colgroup>{cols}</colgroup><thead><tr><th class="corner">test</th>{heads}</tr>'
             f"</thead><tbody>{''.join(rows)}</tbody></table>"
         )
