@@ -35,7 +35,7 @@ CHECK_PAIRS ?= 7.2-to-10.0.13 10.0.13-to-7.2
 CHECK_SAME  ?= 10.0.13 11.1.3
 CHECK_TAGS  ?= seed
 
-.PHONY: run check suite-strict versions-strict versions-matrix selftests lint qemu qemu-versions toolchains gitlab-ci-local guests venv clean
+.PHONY: run check suite-strict versions-strict versions-matrix selftests lint qemu qemu-versions toolchains gitlab-ci-local browser guests venv clean
 
 # The report is written whether the suite passed or not; the suite's
 # verdict is make's.
@@ -72,7 +72,7 @@ versions-strict: venv qemu-versions
 versions-matrix: venv qemu-versions
 	$(VENV)/bin/python scripts/versions-matrix --results $(RESULTS)
 
-selftests: venv qemu gitlab-ci-local
+selftests: venv qemu gitlab-ci-local browser
 	$(VENV)/bin/python -m pytest -q selftests
 
 lint: venv
@@ -108,6 +108,14 @@ toolchains:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "note: guest rebuild checks need:$$missing (apt-get install as root)"; fi; \
 	fi
+
+# Headless Chromium shows the merged report at 1400 pixels for its
+# self-test (selftests/test_report_browser.py): 115 MB to download, ~40 s
+# to install.  Without it and without root, that self-test is skipped.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	  else echo "note: the report's browser self-test needs chromium (apt-get install as root)"; fi; }
 
 # gitlab-ci-local (npm) runs .gitlab-ci.yml on this host, without GitLab
 # or docker, for its self-test (selftests/test_gitlab_ci.py; README,
