@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 
 from .artifacts import console_file, output_file
+from .console import ConsoleRecorder
 from .errors import LaunchError, MigtestError, QMPConnectionLost, StateError, WaitTimeout
 from .host import qmp_monitor_option
 from .qmp import Message, QMPConnection, execute_together
@@ -153,7 +154,9 @@ _running: Dict[int, Popen[bytes]] = {}
 _stopped: Optional[str] = None
 
 
-def _spawn(cmdline: Sequence[str], output: IO[bytes], qmp_fd: int, cwd: Path) -> Popen[bytes]:
+def _spawn(
+    cmdline: Sequence[str], output: IO[bytes], fds: Sequence[int], cwd: Path
+) -> Popen[bytes]:
     def start() -> Popen[bytes]:
         # Under the lock, so that stop_all() sees every QEMU that started,
         # and none starts after it.
@@ -165,7 +168,7 @@ def _spawn(cmdline: Sequence[str], output: IO[bytes], qmp_fd: int, cwd: Path) ->
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
-                pass_fds=[qmp_fd],
+                pass_fds=fds,
                 cwd=cwd,
                 preexec_fn=_die_with_parent,
             )
@@ -226,7 +229,9 @@ class QEMUMachine:
         land there, however long the directory's own path is.
 
     The process's stdout and stderr go to ``<name>.log`` and the guest's
-    serial console to ``<name>-console.log``, both in ``workdir``.
+    serial console to ``<name>-console.log``, both in ``workdir``; the
+    console's bytes are also kept with the moment each arrived
+    (:attr:`console`).
     """
 
     def __init__(self, binary: str, args: Sequence[str], *, name: str, workdir: Path) -> None:
@@ -244,11 +249,22 @@ class QEMUMachine:
         self._close_after_exit: List[int] = []
         self._next_event = 0
         self._log = logging.getLogger(f"migtest.machine.{name}")
+        #: The console with its arrival stamps, once launched (not for a
+        #: QEMU another one exec'd into: see :meth:`exec_command_line`).
+        self.console: Optional[ConsoleRecorder] = None
 
     # -- life cycle ---------------------------------------------------------
 
-    def command_line(self, qmp_fd: int) -> List[str]:
-        """The full command line, with QMP on the inherited descriptor ``qmp_fd``."""
+    def command_line(self, qmp_fd: int, console_fd: Optional[int] = None) -> List[str]:
+        """The full command line, with QMP on the inherited descriptor ``qmp_fd``.
+
+        :param console_fd: the console's socket (:class:`ConsoleRecorder`);
+            QEMU still writes the console file, as its log.  Without it,
+            QEMU writes only the file.
+        """
+        console = f"file,id=console,path={self.console_path.name}"
+        if console_fd is not None:
+            console = f"socket,id=console,fd={console_fd},logfile={self.console_path.name}"
         return [
             self.binary,
             "-nodefaults",
@@ -257,7 +273,7 @@ class QEMUMachine:
             *qmp_monitor_option(self.binary, "qmp"),
             # Relative to QEMU's working directory, the workdir: a path with a
             # comma in it would end the option.
-            "-chardev", f"file,id=console,path={self.console_path.name}",
+            "-chardev", console,
             "-serial", "chardev:console",
             *self._args,
         ]  # fmt: skip
@@ -266,8 +282,9 @@ class QEMUMachine:
         """The command line of a QEMU another one exec's into (cpr-exec).
 
         As :meth:`command_line`, with QMP on a unix socket ``qmp_path``
-        (relative to the workdir) that QEMU listens on: nothing of ours
-        can be handed to a process we do not start.
+        (relative to the workdir) that QEMU listens on, and the console in
+        its file only: nothing of ours can be handed to a process we do
+        not start.
         """
         return [
             self.binary,
@@ -334,19 +351,25 @@ class QEMUMachine:
             raise StateError(f"{self.name}: launch() called twice")
         self.console_path.touch()
         ours, theirs = socket.socketpair()
-        cmdline = self.command_line(theirs.fileno())
+        self.console = console = ConsoleRecorder(self.name)
+        cmdline = self.command_line(theirs.fileno(), console.qemu_fd)
         self._log.debug(LAUNCH_PREFIX + "%s", shlex.join(cmdline))
         try:
             with open(self.output_path, "wb") as output:
-                self._process = _spawn(cmdline, output, theirs.fileno(), self.workdir)
+                self._process = _spawn(
+                    cmdline, output, [theirs.fileno(), console.qemu_fd], self.workdir
+                )
         except OSError as exc:
             ours.close()
+            console.close()
             raise LaunchError(str(exc), cmdline, None, "") from exc
         except StateError:
             ours.close()
+            console.close()
             raise
         finally:
             theirs.close()
+        console.start()
         self._state = Runstate.RUNNING
         self._qmp = QMPConnection(ours, self.name)
         self._cmdline = cmdline
@@ -408,6 +431,8 @@ class QEMUMachine:
                 self._process.wait()
             with _lock:
                 _running.pop(self._process.pid, None)
+        if self.console is not None and not self.is_running():
+            self.console.close()  # QEMU is gone: what it wrote is all there
         while self._close_after_exit:
             os.close(self._close_after_exit.pop())
         if self._qmp is not None:

@@ -89,7 +89,7 @@ class MigrationRecorder:
         if events and self._start is not None:
             start = self._start
             phases = [
-                {"t": round(_event_time(e) - start, 4), "status": e["data"]["status"]}
+                {"t": round(event_time(e) - start, 4), "status": e["data"]["status"]}
                 for e in events
             ]
         return {
@@ -100,7 +100,8 @@ class MigrationRecorder:
         }
 
 
-def _event_time(event: Mapping[str, Any]) -> float:
+def event_time(event: Mapping[str, Any]) -> float:
+    """When QEMU sent a QMP event: wall-clock seconds."""
     stamp = event["timestamp"]
     return float(stamp["seconds"]) + float(stamp["microseconds"]) / 1e6
 
@@ -173,12 +174,15 @@ def summarize(
     *,
     samples: Sequence[Mapping[str, Any]] = (),
     settings: Optional[Mapping[str, Any]] = None,
+    felt: Optional[Mapping[str, Any]] = None,
 ) -> str:
     """One line of the numbers people look at first.
 
     :param samples: the source's samples, for the throttle's peak.
     :param settings: what :func:`settings_from_trace` found, for what the
         test exercised (multifd channels and compression, TLS).
+    :param felt: what :func:`migtest.downtime.felt_downtime` found: the
+        pause the guest felt goes next to QEMU's downtime when measured.
     """
     if not final:
         return "no migration completed"
@@ -191,6 +195,7 @@ def summarize(
         f"{final.get('status', '?')}",
         f"total {final.get('total-time', '?')} ms",
         f"downtime {final.get('downtime', '?')} ms",
+        *([_felt_part(felt)] if felt and "felt_ms" in felt else []),
         f"setup {final.get('setup-time', '?')} ms",
         f"{sent} sent at {mbps} Mbit/s",
         f"{ram.get('dirty-sync-count', '?')} dirty syncs",
@@ -208,6 +213,10 @@ def summarize(
     if peak is not None:
         parts.append(f"throttle peak {peak}%")
     return ", ".join(parts + _feature_parts(ram, settings or {}))
+
+
+def _felt_part(felt: Mapping[str, Any]) -> str:
+    return f"guest felt {felt['felt_ms']:.0f} ± {felt.get('uncertainty_ms', 0):.0f} ms"
 
 
 def multifd_share(ram: Mapping[str, Any]) -> Optional[float]:

@@ -21,6 +21,7 @@ from avocado import Test
 from avocado.core.exceptions import TestInterrupt
 
 from .artifacts import METRICS_FILE, PLOT_FILE, TRACE_FILE
+from .downtime import felt_downtime_of
 from .errors import MigtestError, QMPError, Unavailable
 from .findings import Hit, expected_to_fail, explain
 from .machine import QEMUMachine, end_with_job, stop_all
@@ -274,12 +275,21 @@ class MigrationTest(Test):
             "qemu": {"src": self.pair.src.version_text, "dst": self.pair.dst.version_text},
             # What the source was set to migrate with: the plot shows its features.
             "settings": settings,
+            # The pause the guest felt, by its own console, next to QEMU's downtime.
+            **felt_downtime_of(
+                self.pair.src.machine, self.pair.dst.machine, self.pair.src.recorder.final
+            ),
             "sides": sides,
         }
         (Path(self.outputdir) / METRICS_FILE).write_text(json.dumps(report, indent=1))
         (Path(self.outputdir) / PLOT_FILE).write_text(render_timeline_svg(report))
         recorder = self.pair.src.recorder
-        line = summarize(recorder.final, samples=recorder.samples, settings=settings)
+        line = summarize(
+            recorder.final,
+            samples=recorder.samples,
+            settings=settings,
+            felt=report["guest_felt_downtime"],
+        )
         self.log.info("migration: %s", line)
         self.whiteboard = line
 

@@ -8,13 +8,17 @@ dirties memory.  The dirty rate is drawn in Mbit/s (pages/s times the page
 size), on the same axis as the throughput, because migration converges only
 when the first stays below the second.  Above the plot, one lane per side
 shows its statuses over time, the sides aligned on their wall clocks, so a
-destination that paused or failed on its own is visible too.
+destination that paused or failed on its own is visible too.  Under them,
+the guest's own lane: a tick for each ``B`` it printed (one per pass over
+its range) on the source and then on the destination, the gap between them
+across the switchover, the pause the guest felt
+(:func:`migtest.metrics.felt_downtime`), and QEMU's downtime beside it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from xml.sax.saxutils import escape
 
 from ..arch import MiB
@@ -61,6 +65,15 @@ PHASES: Dict[str, Tuple[str, str, str]] = {
 _OTHER_PHASE = ("#ececec", "#888888")
 
 REMAINING_INK, THROUGHPUT_INK, DIRTY_INK = "#1f5fc0", "#e07800", "#9b3fcf"
+#: The guest lane: its B's on each side, the felt pause, the time the
+#: test held the destination paused, and QEMU's downtime.
+SRC_B_INK, DST_B_INK, FELT_INK, HELD_INK, QEMU_DOWNTIME_INK = (
+    "#6e7781",
+    "#2b9a4b",
+    "#cc3333",
+    "#b0b7bf",
+    "#24292f",
+)
 
 _TITLE_Y, _LANE_TOP, _LANE_H, _LANE_GAP = 22, 36, 14, 3
 _LEFT, _RIGHT, _BOTTOM = LEFT, RIGHT, HEIGHT - 66
@@ -75,6 +88,24 @@ class _Phase:
 
 
 @dataclass(frozen=True)
+class _Felt:
+    """The guest lane, on the timeline's clock (seconds)."""
+
+    src_b: List[float]
+    dst_b: List[float]
+    last_src_b: float
+    first_dst_b: float
+    #: The destination's resume, and when it would have resumed had the
+    #: test not held it paused (the same when it did not).
+    resume: float
+    resumed: float
+    #: QEMU's downtime, drawn from the source's STOP: QEMU starts counting
+    #: just before it stops the guest.
+    downtime: Optional[Tuple[float, float]]
+    label: str
+
+
+@dataclass(frozen=True)
 class _Timeline:
     """The report reduced to what is drawn, in seconds since the first event."""
 
@@ -86,6 +117,7 @@ class _Timeline:
     page_size: int
     #: Where the source's samples start on the common clock.
     shift: float = 0.0
+    felt: Optional[_Felt] = None
 
 
 def render_timeline_svg(report: Mapping[str, Any]) -> str:
@@ -101,7 +133,7 @@ def render_timeline_svg(report: Mapping[str, Any]) -> str:
     :return: the SVG text, ``WIDTH`` x ``HEIGHT`` pixels plus a strip per feature
         the data shows (:mod:`migtest.report.panels`), UTF-8 clean.
     """
-    timeline = _timeline(report.get("sides") or {})
+    timeline = _timeline(report.get("sides") or {}, report.get("guest_felt_downtime") or {})
     frame = _frame(timeline)
     setup = next(((p.start, p.end) for p in timeline.lanes.get("src", []) if p.status == "setup"),
                  None)  # fmt: skip
@@ -113,6 +145,7 @@ def render_timeline_svg(report: Mapping[str, Any]) -> str:
         *_axes(frame),
         *_series(timeline, frame),
         *_lanes(timeline, frame.x),
+        *_guest_lane(timeline.felt, len(timeline.lanes), frame.x),
         *_legend(timeline),
     ]
     top = float(HEIGHT)
@@ -154,7 +187,8 @@ class _Frame:
 
 def _frame(timeline: _Timeline) -> _Frame:
     """Scales whose value axes share grid lines: the same number of intervals."""
-    top = _LANE_TOP + len(timeline.lanes) * (_LANE_H + _LANE_GAP) + 10
+    rows = len(timeline.lanes) + (timeline.felt is not None)
+    top = _LANE_TOP + rows * (_LANE_H + _LANE_GAP) + 10
     left = nice_ticks(max((v for _, v in timeline.remaining), default=0.0))
     rates = [v for _, v in timeline.throughput + timeline.dirty]
     right = nice_ticks(max(rates, default=0.0), intervals=len(left) - 1)
@@ -169,8 +203,14 @@ def _frame(timeline: _Timeline) -> _Frame:
     )
 
 
-def _timeline(sides: Mapping[str, Any]) -> _Timeline:
-    """Put every side on one clock: seconds since the earliest thing recorded."""
+def _timeline(sides: Mapping[str, Any], felt: Mapping[str, Any]) -> _Timeline:
+    """Put every side on one clock: seconds since the earliest thing recorded.
+
+    :param felt: the report's ``guest_felt_downtime``; its guest lane is
+        drawn when it was measured.  The axis stays QEMU's: a destination
+        the test held paused prints its first ``B`` after every recorded
+        sample, and its lane then runs to the edge.
+    """
     starts = {name: side["start"] for name, side in sides.items() if side.get("start") is not None}
     stamps = [
         starts[name] + entry["t"]
@@ -178,6 +218,7 @@ def _timeline(sides: Mapping[str, Any]) -> _Timeline:
         for entry in [*sides[name].get("phases", []), *sides[name].get("samples", [])]
     ]
     origin = min(stamps, default=0.0)
+    guest = _felt(felt, origin, sides) if stamps else None
     span = max(max(stamps, default=0.0) - origin, MIN_SPAN)
     lanes: Dict[str, List[_Phase]] = {}
     for name, start in starts.items():
@@ -203,6 +244,34 @@ def _timeline(sides: Mapping[str, Any]) -> _Timeline:
         span=span,
         page_size=page_size,
         shift=shift,
+        felt=guest,
+    )
+
+
+def _felt(felt: Mapping[str, Any], origin: float, sides: Mapping[str, Any]) -> Optional[_Felt]:
+    """The guest lane from ``guest_felt_downtime`` (ms from the source's stop), if measured."""
+    if "felt_ms" not in felt or felt.get("origin") is None:
+        return None
+    zero = float(felt["origin"]) - origin
+
+    def at(ms: Any) -> float:
+        return zero + float(ms) / 1000
+
+    resume = at(felt["dst_resume_ms"])
+    qemu = ((sides.get("src") or {}).get("final") or {}).get("downtime")
+    downtime = (zero, zero + float(qemu) / 1000) if qemu is not None else None
+    label = f"guest felt {felt['felt_ms']:.0f} ± {felt.get('uncertainty_ms', 0):.0f} ms"
+    if qemu is not None:
+        label += f" · QEMU downtime {qemu} ms"
+    return _Felt(
+        src_b=[at(t) for t in felt.get("b_src_ms") or ()],
+        dst_b=[at(t) for t in felt.get("b_dst_ms") or ()],
+        last_src_b=at(felt["last_src_b_ms"]),
+        first_dst_b=at(felt["first_dst_b_ms"]),
+        resume=resume,
+        resumed=resume - float(felt.get("held_by_test_ms") or 0) / 1000,
+        downtime=downtime,
+        label=label,
     )
 
 
@@ -249,6 +318,57 @@ def _lanes(timeline: _Timeline, x: Scale) -> List[str]:
             if fitting:
                 out.append(svg_text(x0 + 4, y + _LANE_H - 3.5, fitting[0], font_size=10))
             out.append("</g>")
+    return out
+
+
+def _guest_lane(felt: Optional[_Felt], row: int, x: Scale) -> List[str]:
+    """The guest's B's, the gap across the switchover, the felt pause and QEMU's downtime.
+
+    One tick per pixel at most: a TCG guest prints hundreds a second.
+    What lies outside the axis is cut at its ends.
+    """
+    if felt is None:
+        return []
+    y = _LANE_TOP + row * (_LANE_H + _LANE_GAP)
+
+    def at(t: float) -> float:
+        return x(min(max(t, 0.0), x.hi))
+
+    def band(start: float, end: float, tip: str, **attrs: Any) -> str:
+        paint = " ".join(f'{k.replace("_", "-")}="{v}"' for k, v in attrs.items())
+        x0, x1 = at(start), at(end)
+        return (f"<g><title>{escape(tip)}</title><rect x=\"{x0}\" y=\"{y}\" "
+                f'width="{max(x1 - x0, 1.5):.1f}" height="{_LANE_H}" {paint}/></g>')  # fmt: skip
+
+    gap = (felt.first_dst_b - felt.last_src_b) * 1e3
+    out = [
+        svg_text(_LEFT - 8, y + _LANE_H - 3, "guest", anchor="end", fill=MUTED_INK),
+        band(felt.last_src_b, felt.first_dst_b,
+             f"the guest's gap across the switchover: {gap:.1f} ms from the source's last B "
+             f"to the destination's first; {felt.label}", fill=FELT_INK, opacity=0.3),
+    ]  # fmt: skip
+    if felt.resume > felt.resumed:
+        held = (felt.resume - felt.resumed) * 1e3
+        out.append(band(felt.resumed, felt.resume, f"the destination held paused by the test "
+                        f"for {held:.0f} ms: not counted", fill=HELD_INK))  # fmt: skip
+    for times, ink in ((felt.src_b, SRC_B_INK), (felt.dst_b, DST_B_INK)):
+        for px in sorted({x(t) for t in times if 0 <= t <= x.hi}):
+            out.append(f'<line x1="{px}" y1="{y + 6}" x2="{px}" y2="{y + _LANE_H}" '
+                       f'stroke="{ink}" stroke-width="1"/>')  # fmt: skip
+    if felt.downtime is not None:
+        d0, d1 = at(felt.downtime[0]), at(felt.downtime[1])
+        out.append(f"<g><title>QEMU's downtime, from the source's stop</title>"
+                   f'<rect x="{d0}" y="{y + _LANE_H - 3}" width="{max(d1 - d0, 1.0):.1f}" '
+                   f'height="3" fill="{QEMU_DOWNTIME_INK}"/></g>')  # fmt: skip
+    width = len(felt.label) * CHAR_W * 0.92
+    right = at(felt.first_dst_b) + 6
+    halo: Dict[str, Any] = {"stroke": "#ffffff", "stroke_width": 3, "paint_order": "stroke"}
+    if right + width <= _RIGHT:
+        out.append(svg_text(right, y + 10, felt.label, fill=FELT_INK, font_size=10, **halo))
+    else:
+        left = max(at(felt.last_src_b) - 6, _LEFT + width)
+        out.append(svg_text(left, y + 10, felt.label, anchor="end", fill=FELT_INK,
+                            font_size=10, **halo))  # fmt: skip
     return out
 
 
