@@ -18,6 +18,9 @@ from typing import Any, Callable, Coroutine, List, Optional, Set, Tuple
 from .endpoint import Endpoint
 from .errors import ConfigError, MigtestError, StateError
 from .qapi import Target
+from .stream.outcome import tamper_outcome
+from .stream.rewriter import StreamRewriter
+from .stream.tamper import Change, PageFault
 from .transport import Channel
 
 #: Bytes read at once; also the granularity of corruption.
@@ -70,6 +73,8 @@ class MigrationProxy:
     :param dial: connects to the destination, once per incoming connection.
     :param corruption: damage to do to the source-to-destination direction.
     :param delay: seconds each chunk from the source is held back.
+    :param tamper: a fault on the page data of the source's stream, made by
+        a :class:`~migtest.stream.rewriter.StreamRewriter` on each connection.
     """
 
     def __init__(
@@ -77,10 +82,14 @@ class MigrationProxy:
         dial: Callable[[], socket.socket],
         corruption: Optional[Corruption] = None,
         delay: float = 0.0,
+        tamper: Optional[PageFault] = None,
     ) -> None:
         self.dial = dial
         self.corruption = corruption
         self.delay = delay
+        self.tamper = tamper
+        #: One per connection the source made, in order: what each made of its stream.
+        self.rewriters: List[StreamRewriter] = []
         #: Bytes passed from source to destination so far.
         self.forwarded = 0
         self._loop = asyncio.new_event_loop()
@@ -124,12 +133,22 @@ class MigrationProxy:
             up_writer.transport.abort()
             return
         self._writers.add(up_writer)
-        forward = asyncio.ensure_future(self._pump(reader, up_writer, from_source=True))
+        rewriter = None
+        if self.tamper is not None:
+            rewriter = StreamRewriter(self.tamper)
+            self.rewriters.append(rewriter)
+        forward = asyncio.ensure_future(
+            self._pump(reader, up_writer, from_source=True, rewriter=rewriter)
+        )
         backward = asyncio.ensure_future(self._pump(up_reader, writer, from_source=False))
         self._tasks += [forward, backward]
 
     async def _pump(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, from_source: bool
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        from_source: bool,
+        rewriter: Optional[StreamRewriter] = None,
     ) -> None:
         try:
             while data := await reader.read(CHUNK):
@@ -137,19 +156,25 @@ class MigrationProxy:
                     writer.write(data)
                     await writer.drain()
                     continue
-                while data:
-                    piece, data = await self._next_piece(data)
-                    if self.delay:
-                        await asyncio.sleep(self.delay)
-                    if self.corruption is not None:
-                        piece = self.corruption.apply(piece, self.forwarded)
-                    self.forwarded += len(piece)
-                    writer.write(piece)
-                    await writer.drain()
+                await self._forward(rewriter.feed(data) if rewriter else data, writer)
+            if rewriter is not None:  # the source is done: what the rewriter still holds
+                await self._forward(rewriter.finish(), writer)
         except (ConnectionError, OSError):
             pass
         finally:
             writer.close()
+
+    async def _forward(self, data: bytes, writer: asyncio.StreamWriter) -> None:
+        """Pass the source's ``data`` on, with the proxy's stalls, delays and damage."""
+        while data:
+            piece, data = await self._next_piece(data)
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            if self.corruption is not None:
+                piece = self.corruption.apply(piece, self.forwarded)
+            self.forwarded += len(piece)
+            writer.write(piece)
+            await writer.drain()
 
     async def _next_piece(self, data: bytes) -> Tuple[bytes, bytes]:
         """Once the source's bytes may flow: what of ``data`` passes now, and the rest."""
@@ -238,9 +263,9 @@ class FaultyChannel(Channel):
 
     The destination listens as ``inner`` has it listen; the source sends to
     the proxy over TCP, and the proxy reaches the destination through
-    ``inner`` (:meth:`Channel.dialer`).  Faults: ``corruption`` and ``delay``
-    from the start, a stall after the first ``stalled_after`` bytes, and
-    :meth:`cut`, :meth:`stall` and :meth:`resume` on demand.
+    ``inner`` (:meth:`Channel.dialer`).  Faults: ``corruption``, ``delay``
+    and ``tamper`` from the start, a stall after the first ``stalled_after``
+    bytes, and :meth:`cut`, :meth:`stall` and :meth:`resume` on demand.
 
     :raise ConfigError: ``inner`` is not live (a file has no stream to damage).
     """
@@ -253,6 +278,7 @@ class FaultyChannel(Channel):
         corruption: Optional[Corruption] = None,
         delay: float = 0.0,
         stalled_after: Optional[int] = None,
+        tamper: Optional[PageFault] = None,
     ) -> None:
         if not inner.live:
             raise ConfigError("channel", inner.name, "a live stream (unix, tcp, fd) for a proxy")
@@ -261,6 +287,7 @@ class FaultyChannel(Channel):
         self.corruption = corruption
         self.delay = delay
         self.stalled_after = stalled_after
+        self.tamper = tamper
         self.proxy: Optional[MigrationProxy] = None
 
     def prepare(self, src: Endpoint, dst: Endpoint) -> None:
@@ -270,7 +297,9 @@ class FaultyChannel(Channel):
         return self.inner.listen_target(dst)
 
     def send_target(self, src: Endpoint, dst: Endpoint) -> Target:
-        self.proxy = MigrationProxy(self.inner.dialer(dst), self.corruption, self.delay)
+        self.proxy = MigrationProxy(
+            self.inner.dialer(dst), self.corruption, self.delay, self.tamper
+        )
         host, port = self.proxy.start()
         if self.stalled_after is not None:  # before the source knows where to connect
             self.proxy.stall(self.stalled_after)
@@ -292,6 +321,18 @@ class FaultyChannel(Channel):
     def resume(self) -> None:
         """Let the stream flow again after :meth:`stall`."""
         self._started().resume()
+
+    def tampered(self) -> List[Change]:
+        """What ``tamper`` changed in the stream, once the migration is over.
+
+        :raise Unavailable: the stream could not be rewritten (TLS,
+            postcopy...): not applicable, a CANCEL.
+        :raise TamperError: the rewriter could not follow a stream it
+            should, or the fault found nothing to strike: the test cannot tell.
+        """
+        if self.tamper is None:
+            raise StateError("the channel has no tamper fault")
+        return tamper_outcome(self.tamper, [r.report for r in self._started().rewriters])
 
     def close(self) -> None:
         if self.proxy is not None:

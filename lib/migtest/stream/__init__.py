@@ -34,9 +34,11 @@ from typing import BinaryIO, Optional, Sequence, Union, cast
 
 from .model import RamBlock, Section, StreamError, StreamSummary
 from .parser import Parser
+from .ram import PageSink
 from .reader import StreamAt, open_stream
 
 __all__ = [
+    "PageSink",
     "RamBlock",
     "Section",
     "StreamError",
@@ -49,7 +51,10 @@ __all__ = [
 
 
 def read_stream(
-    source: Union[str, Path, BinaryIO], use_vmdesc: bool = True, offset: int = 0
+    source: Union[str, Path, BinaryIO],
+    use_vmdesc: bool = True,
+    offset: int = 0,
+    pages: Optional[PageSink] = None,
 ) -> StreamSummary:
     """Read a whole migration stream and say what it holds.
 
@@ -58,6 +63,9 @@ def read_stream(
         False, by their footers only (the self-tests compare both).
     :param offset: where in the file the stream starts (``file:``'s
         ``offset=``); byte numbers in messages count from there.
+    :param pages: called with each ZERO and PAGE record's block name, page
+        offset and page, in stream order (a later copy of a page replaces
+        an earlier one on the destination).
     :raise StreamError: the stream is truncated, corrupted, or of a kind
         this reader does not know; the message names the byte.
     :raise OSError: the file cannot be read.
@@ -67,7 +75,7 @@ def read_stream(
         stream = file if offset == 0 else cast(BinaryIO, io.BufferedReader(StreamAt(file, offset)))
         size = stream.seek(0, io.SEEK_END)
         stream.seek(0)
-        return Parser(stream, size, use_vmdesc).run()
+        return Parser(stream, size, use_vmdesc, pages).run()
     finally:
         if file is not source:
             file.close()

@@ -36,14 +36,16 @@ from .model import (
     Section,
     StreamSummary,
 )
-from .ram import RamReader
+from .ram import PageSink, RamReader
 from .reader import Reader, find_vmdesc, vmsd_size
 
 
 class Parser:
     """One pass over a stream, filling a :class:`StreamSummary`."""
 
-    def __init__(self, file: BinaryIO, size: int, use_vmdesc: bool = True) -> None:
+    def __init__(
+        self, file: BinaryIO, size: int, use_vmdesc: bool = True, pages: Optional[PageSink] = None
+    ) -> None:
         self.r = Reader(file, size)
         self.s = StreamSummary(size=size)
         found = find_vmdesc(file, size)
@@ -58,7 +60,7 @@ class Parser:
         self.open: Dict[int, Section] = {}  # started iterable sections, by id
         self.footers: Optional[bool] = None  # learnt from the first section
         self.capabilities: List[str] = []
-        self.ram = RamReader(self.r, self.s, self.capabilities)
+        self.ram = RamReader(self.r, self.s, self.capabilities, pages)
 
     def run(self) -> StreamSummary:
         r = self.r

@@ -14,7 +14,7 @@ does this reader.
 from __future__ import annotations
 
 import io
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from .model import (
     ENCODING_FLAG_XBZRLE,
@@ -31,6 +31,10 @@ from .model import (
     StreamSummary,
 )
 from .reader import Reader
+
+#: Called with each ZERO or PAGE record's block name, page offset and the
+#: page it leaves on the destination, for those who want the contents.
+PageSink = Callable[[str, int, bytes], None]
 
 #: What may stand alone in a record's flags, CONTINUE aside.  HOOK (RDMA)
 #: never reaches a file; a record carrying it is refused like any stranger.
@@ -59,10 +63,18 @@ class RamReader:
     :param capabilities: the capabilities the configuration section names
         (x-ignore-shared adds an address to each block; mapped-ram is not
         read); the parser's own list, filled before the first ``ram``.
+    :param pages: given each ZERO and PAGE record's page, if not None.
     """
 
-    def __init__(self, reader: Reader, summary: StreamSummary, capabilities: List[str]) -> None:
+    def __init__(
+        self,
+        reader: Reader,
+        summary: StreamSummary,
+        capabilities: List[str],
+        pages: Optional[PageSink] = None,
+    ) -> None:
         self.r, self.s, self.capabilities = reader, summary, capabilities
+        self.pages = pages
         self.block: Optional[RamBlock] = None
 
     def read(self) -> None:
@@ -92,7 +104,7 @@ class RamReader:
                     raise r.fail(
                         f"an offset below the block's {block.used_length}", hex(addr), start
                     )
-                self._page(kind)
+                self._page(kind, block.name, addr)
                 s.pages[PAGE_KINDS[kind]] += 1
                 s.pages_by_block[block.name] += 1
                 r.where = context
@@ -136,10 +148,14 @@ class RamReader:
                 return block
         raise r.fail("a block MEM_SIZE listed", repr(name), start + 8)
 
-    def _page(self, kind: int) -> None:
+    def _page(self, kind: int, block: str, addr: int) -> None:
         r, size = self.r, self.s.page_size
-        if kind == FLAG_ZERO:
+        if kind == FLAG_ZERO and self.pages is not None:
+            self.pages(block, addr, r.take(1, "the zero page's fill byte") * size)
+        elif kind == FLAG_ZERO:
             r.skip(1, "the zero page's fill byte")
+        elif kind == FLAG_PAGE and self.pages is not None:
+            self.pages(block, addr, r.take(size, "the page's data"))
         elif kind == FLAG_PAGE:
             r.skip(size, "the page's data")
         elif kind == FLAG_XBZRLE:

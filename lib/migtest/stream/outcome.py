@@ -1,0 +1,63 @@
+"""What a tampering proxy made of a migration: per connection, and in all.
+
+A :class:`RewriteReport` says what one connection's rewriter followed;
+:func:`tamper_outcome` turns the fault's changes and every connection's
+report into a test's answer: the changes, a CANCEL where the fault cannot
+apply, or an error where the proxy could not do what the test needs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+from ..errors import Unavailable
+from .tamper import Change, PageFault, TamperError
+
+
+@dataclass
+class RewriteReport:
+    """What a rewriter made of one connection's stream."""
+
+    #: Why the stream's pages cannot be rewritten (TLS, postcopy, ...), if so.
+    not_applicable: Optional[str] = None
+    #: Where the rewriter could not follow a stream it should know, if so.
+    misread: Optional[str] = None
+    #: Whether it followed the stream to the end of the last RAM section.
+    reached_last_ram_section: bool = False
+    ram_sections: int = 0
+    #: RAM records by kind, every block.
+    records: Counter[str] = field(default_factory=Counter)
+    #: The RAM blocks MEM_SIZE listed, with their lengths.
+    blocks: Dict[str, int] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        if self.not_applicable:
+            return f"not applicable: {self.not_applicable}"
+        state = "to the end of its last RAM section" if self.reached_last_ram_section else "part"
+        records = ", ".join(f"{n} {kind}" for kind, n in self.records.items()) or "none"
+        text = f"followed {state}: {self.ram_sections} RAM sections, records {records}"
+        return text + (f"; misread: {self.misread}" if self.misread else "")
+
+
+def tamper_outcome(fault: PageFault, reports: Sequence[RewriteReport]) -> List[Change]:
+    """What ``fault`` changed in a migration whose connections' rewriters made ``reports``.
+
+    :raise Unavailable: no connection carried a stream the rewriter could
+        rewrite (TLS, postcopy...): the fault does not apply, a CANCEL.
+    :raise TamperError: a rewriter could not follow a stream it should,
+        or the fault found nothing to strike: the test cannot tell.
+    """
+    if fault.changes:
+        return list(fault.changes)
+    listed = "; ".join(f"connection {n}: {r.describe()}" for n, r in enumerate(reports, 1))
+    misread = [r.misread for r in reports if r.misread]
+    if misread:
+        raise TamperError(f"the rewriter could not follow the stream: {misread[0]}")
+    if reports and all(r.not_applicable for r in reports):
+        raise Unavailable(f"{fault.name}: not applicable: {listed}", expected=False)
+    raise TamperError(
+        f"{fault.describe()}: nothing struck ({fault.seen['earlier']} pages of the range "
+        f"before the last RAM section, {fault.seen['final']} in it); {listed or 'no connection'}"
+    )
