@@ -308,3 +308,78 @@ def test_a_finding_explains_a_check_only_if_it_explains_every_problem() -> None:
     assert (
         explain_all(("x86_64", (10, 0, 13), (10, 0, 13)), CheckFailure(known, [known]), []) is None
     )
+
+
+# The dirty-ring stall on this host's KVM (tests/migration/dirty.py), word for word from a
+# strict run on 11.1.3: the tests' account, then the source's trace of its harvests.
+RING_STALL_WAIT = (
+    "the guest does not run on src: timed out after 30 s waiting for a new 'B' on the src "
+    "console; last seen: 'AB'; the source's largest harvest of its 4096-entry dirty ring: "
+    "4096 entries"
+)
+RING_STALL_LIMIT = f"after cancel-vcpu-dirty-limit, {RING_STALL_WAIT}"
+RING_STALL_EARLY = "src: migration reached 'pre-switchover' before the dirty limit to throttle"
+RING_STALL_MIGRATION = f"{RING_STALL_EARLY}; after migrate_cancel, {RING_STALL_WAIT}"
+RING_WHOLE = "kvm_dirty_ring_reap reaped 4096 pages (took 119 us)"
+
+
+def ring_stall(failure: str, src_output: str) -> str:
+    """A failure and both sides' output, as MigrationTest weighs them."""
+    return "\n".join(
+        [failure, f"{src_output}\nkvm_dirty_ring_reap reaped 43 pages (took 10 us)", ""]
+    )
+
+
+@pytest.mark.parametrize("version", [V7_2, V10_0_13, V11_1_3])
+@pytest.mark.parametrize("failure", [RING_STALL_LIMIT, RING_STALL_MIGRATION])
+def test_the_dirty_ring_stall_is_explained_by_the_guest_and_the_whole_ring(
+    failure: str, version: Tuple[int, ...]
+) -> None:
+    hit = explain("x86_64", version, version, ring_stall(failure, RING_WHOLE))
+    assert hit is not None and hit.finding.id == "vcpu-dirty-limit-stalls-guest"
+    assert hit.line == failure
+    assert hit.finding.kind == "KVM bug"
+
+
+@pytest.mark.parametrize(
+    "arch, failure, src_output",
+    [
+        # The guest stalled, but QEMU never harvested a whole ring: not this KVM's overfill.
+        ("x86_64", RING_STALL_LIMIT, ""),
+        ("x86_64", RING_STALL_LIMIT, "kvm_dirty_ring_reap reaped 4032 pages (took 90 us)"),
+        ("x86_64", RING_STALL_MIGRATION, "kvm_dirty_ring_reap reaped 14096 pages (took 90 us)"),
+        ("x86_64", RING_STALL_MIGRATION, "kvm_dirty_ring_reap reaped 40960 pages (took 9 us)"),
+        # A whole ring harvested, but the guest ran on: the early switchover stays a failure.
+        ("x86_64", RING_STALL_EARLY, RING_WHOLE),
+        # QEMU's measured rates alone, as the test once judged: not the guest's own account.
+        (
+            "x86_64",
+            "dirty rates [0, 0, 0] MB/s stayed at most 1 MB/s after the limit was cancelled",
+            RING_WHOLE,
+        ),
+        # A wait cut short by the test's timeout is no verdict on the guest.
+        (
+            "x86_64",
+            RING_STALL_LIMIT.replace("30 s waiting", "7 s (cut short: the test's timeout) waiting"),
+            RING_WHOLE,
+        ),
+        # Printing 'B' but not counting, the destination's guest, another cause of the wait.
+        (
+            "x86_64",
+            RING_STALL_LIMIT.replace("a new 'B' on the src console", "the counter at 0x100000"),
+            RING_WHOLE,
+        ),
+        ("x86_64", RING_STALL_LIMIT.replace("on src", "on dst"), RING_WHOLE),
+        (
+            "x86_64",
+            RING_STALL_LIMIT.replace("after cancel-vcpu", "after a cancel-vcpu"),
+            RING_WHOLE,
+        ),
+        # The same words on another architecture.
+        ("aarch64", RING_STALL_LIMIT, RING_WHOLE),
+    ],
+)
+def test_the_dirty_ring_stall_is_not_its_near_misses(
+    arch: str, failure: str, src_output: str
+) -> None:
+    assert explain(arch, V10_0_13, V10_0_13, ring_stall(failure, src_output)) is None
