@@ -98,7 +98,8 @@ def test_a_bad_hosts_file_names_the_line_and_what_it_accepts(
 
 def aexpect_command(login: Mapping[str, object]) -> List[str]:
     """The ssh command aexpect's remote_login builds from a slot file, split."""
-    remote = pytest.importorskip("aexpect.remote")
+    from aexpect import remote  # the spawner's dependency: what reads the slot files
+
     accepted = inspect.signature(remote.remote_login).parameters
     assert set(login) <= set(accepted), f"remote_login takes no {set(login) - set(accepted)}"
     # remote_login's own words (aexpect 1.8), after ours; it runs them through a shell.
@@ -184,25 +185,31 @@ def fake_checkout(tmp_path: Path) -> Path:
     return checkout
 
 
+#: What the spawner types after the hook: the runner's arguments, shell-joined.
+SPAWNED = shlex.join(
+    [
+        "python3",
+        "-m",
+        "runner",
+        "task-run",
+        "-i",
+        "1-t.py:T.test;v",
+        "output_dir=/res/job-1/test-results/1-t.py_T.test",
+    ]
+)
+
+
+def spawn(hook: str) -> subprocess.CompletedProcess[str]:
+    """A slot's shell: the hook, then the spawner's command."""
+    return subprocess.run(
+        ["sh", "-c", f"{hook}\n{SPAWNED}"], cwd="/", capture_output=True, text=True, timeout=30
+    )
+
+
 def test_the_hook_makes_the_spawners_python3_ours(tmp_path: Path) -> None:
     checkout = fake_checkout(tmp_path)
     environ = {"MIGTEST_STRICT": "1", "QTEST_QEMU_BINARY": "/opt/q m/qemu", "HOME": "/nope"}
-    hook = setup_hook(checkout, "tok", environ)
-    # What the spawner types after it (the runner's arguments, shell-joined).
-    spawned = shlex.join(
-        [
-            "python3",
-            "-m",
-            "runner",
-            "task-run",
-            "-i",
-            "1-t.py:T.test;v",
-            "output_dir=/res/job-1/test-results/1-t.py_T.test",
-        ]
-    )
-    done = subprocess.run(
-        ["sh", "-c", f"{hook}\n{spawned}"], cwd="/", capture_output=True, text=True, timeout=30
-    )
+    done = spawn(setup_hook(checkout, "tok", environ))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == f"cwd={checkout}"
@@ -221,11 +228,11 @@ def test_the_hook_makes_the_spawners_python3_ours(tmp_path: Path) -> None:
     assert "marker=tok" in lines and "strict=1" in lines and "binary=/opt/q m/qemu" in lines
 
 
-def test_the_hook_check_can_fail(tmp_path: Path) -> None:
-    """Without the hook, the spawner's python3 is not the checkout's."""
+def test_without_the_hook_the_spawner_runs_someone_elses_python(tmp_path: Path) -> None:
+    """The check above fails on a shell the hook did not prepare."""
     fake_checkout(tmp_path)
-    done = subprocess.run(["sh", "-c", "command -v python3"], capture_output=True, text=True)
-    assert str(tmp_path) not in done.stdout
+    done = spawn("true")
+    assert f"cwd={tmp_path}" not in done.stdout and "arg=migtest.remote" not in done.stdout
 
 
 def test_a_tests_output_goes_to_the_runs_directory() -> None:
@@ -290,29 +297,26 @@ def ask_here(checkout: Path, binaries: List[str]) -> Dict[str, str]:
     return parse_answers(done.stdout)
 
 
-@pytest.fixture(scope="module")
-def here() -> LocalState:
-    """This checkout, as remote-run sees it."""
-    avocado = subprocess.run(
-        [sys.executable, "-c", "from avocado.core.version import VERSION;print(VERSION)"],
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    return LocalState(ROOT, avocado, frozenset({remote_run.local_tree()}))
+def local_avocado() -> str:
+    code = "from avocado.core.version import VERSION; print(VERSION)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return done.stdout.strip()
 
 
-def test_this_checkout_passes_its_own_preflight(here: LocalState) -> None:
+def test_this_checkout_passes_its_own_preflight() -> None:
     binary = "qemu-system-x86_64"
+    before = remote_run.local_tree()
     answers = ask_here(ROOT, [binary])
+    # As remote-run does: the tree may change while it is asked (other writers).
+    here = LocalState(ROOT, local_avocado(), frozenset({before, remote_run.local_tree()}))
     if answers.get(f"qemu:{binary}") == "missing":
         pytest.skip(f"{binary} is not installed")
-    if (answers["commit"], answers["changes"]) not in here.trees:
-        pytest.skip("the checkout changed while it was checked (another writer)")
     assert answers["client"] == "10.9.8.7"
     assert check_host(answers, here, [binary]) == []
 
 
-def test_the_preflight_finds_a_missing_checkout_and_qemu(here: LocalState, tmp_path: Path) -> None:
+def test_the_preflight_finds_a_missing_checkout_and_qemu(tmp_path: Path) -> None:
+    here = LocalState(ROOT, local_avocado(), frozenset({remote_run.local_tree()}))
     assert check_host(ask_here(tmp_path / "nowhere", []), here, []) == [
         f"no checkout at {ROOT} (it must be at the same path on every host)"
     ]

@@ -32,8 +32,10 @@ from pathlib import Path
 from typing import Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import pytest
-from conftest import ROOT, as_in_a_terminal, qemu_or_skip
+from conftest import ROOT, as_in_a_terminal, load_script, qemu_or_skip
 
+from migtest.errors import WaitTimeout
+from migtest.remote import Host, run_dir, setup_hook, slot_login
 from migtest.wait import wait_for
 
 #: One LAN, a bridge in the controller's namespace: the controller is
@@ -570,4 +572,64 @@ def test_ctrl_c_stops_the_job_and_still_cleans_up(setup: Setup) -> None:
     assert status == 1
     assert "interrupted: stopping the job" in out
     assert "FAILED: the job was stopped before it ended" in out
+    assert_nothing_left(setup, before)
+
+
+def test_the_plain_spawner_skips_with_0_and_leaves_sessions_which_the_checks_see(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """What remote-run is for, and that the checks above can fail.
+
+    Avocado with the spawner alone, on one of our slots, with its default
+    status server (a UNIX socket, in this side's /tmp): the host's test
+    cannot report, the job says SKIP and exits 0, and its session stays.
+    """
+    script = load_script("remote-run")
+    host = Host(
+        "root",
+        setup.lab.hosts[0].address,
+        identity=setup.lab.client_key,
+        known_hosts=setup.lab.known_hosts,
+    )
+    control = tmp_path / "s0"
+    (tmp_path / "slot0.json").write_text(json.dumps(slot_login(host, control, 60.0)))
+    config = tmp_path / "avocado.conf"
+    config.write_text(
+        f"[run]\nspawner = remote\nmax_parallel_tasks = 1\n[spawner.remote]\n"
+        f'slots = ["{tmp_path / "slot0.json"}"]\n'
+        f"setup_hook = {setup_hook(ROOT, 'plain', {})}\n"
+    )
+    (tmp_path / "tmp").mkdir()
+    avocado = Path(sys.executable).parent / "avocado"
+    env = dict(
+        os.environ, TMPDIR=str(tmp_path / "tmp"), PATH=f"{avocado.parent}:{os.environ['PATH']}"
+    )
+    before = local_temp()
+    done = subprocess.run(
+        setup.lab.controller_command(
+            [
+                str(avocado),
+                "--config",
+                str(config),
+                "run",
+                "--job-results-dir",
+                str(setup.results),
+                f"{setup.tests}:Remote.test_where$",
+            ]
+        ),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+    print(done.stdout, done.stderr)
+    try:
+        assert done.returncode == 0 and "SKIP 1" in done.stdout
+        with pytest.raises(WaitTimeout) as raised:
+            assert_nothing_left(setup, before)
+        assert "sshd: root@" in str(raised.value)
+    finally:
+        assert script.close_sessions({control: host}, None, f"TMPDIR={tmp_path / 'tmp'}") == []
+        setup.lab.in_host(setup.lab.hosts[0], ["rm", "-r", run_dir("plain")])
     assert_nothing_left(setup, before)
