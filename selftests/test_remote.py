@@ -12,6 +12,7 @@ against real sshd hosts: ``test_remote_lab.py`` (opt-in).
 
 from __future__ import annotations
 
+import argparse
 import configparser
 import inspect
 import json
@@ -519,3 +520,23 @@ def test_the_host_cleanup_kills_what_the_run_left_and_says_so(tmp_path: Path) ->
     lines = done.stdout.splitlines()
     assert lines == [f"left {leftover.pid} sleep 60 ", "cleaned"], done.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_the_status_server_listens_where_the_hosts_see_us() -> None:
+    default = argparse.Namespace(status_listen=None, status_uri=None)
+    listen, uri = remote_run.status_server(default, {HOST: "127.0.0.1"})
+    assert listen == uri and listen.startswith("127.0.0.1:") and int(listen[10:]) > 0
+    with pytest.raises(ConfigError) as raised:  # TEST-NET-1: never this machine's (bind only)
+        remote_run.status_server(default, {HOST: "192.0.2.1"})
+    assert "give --status-listen and --status-uri" in str(raised.value)
+    told = argparse.Namespace(status_listen="0.0.0.0:7000", status_uri="10.0.0.1:7000")
+    assert remote_run.status_server(told, {}) == ("0.0.0.0:7000", "10.0.0.1:7000")
+
+
+def test_the_job_is_found_by_its_whole_id(tmp_path: Path) -> None:
+    job_id = "abcdef0" + "1" * 33
+    for name, recorded in (("job-1-abcdef0", "abcdef0" + "2" * 33), ("job-2-abcdef0", job_id)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({"job_id": recorded}))
+    assert remote_run.find_job(tmp_path, job_id) == tmp_path / "job-2-abcdef0"
+    assert remote_run.find_job(tmp_path, "f" * 40) is None
