@@ -17,6 +17,7 @@ from .errors import CheckFailure, QMPError, StateError, WaitTimeout
 from .machine import QEMUMachine, read_memories
 from .pair import MigrationPair
 from .status import Status
+from .vcpu_state import HMP_COMMAND, Run, check_vcpu_states
 from .wait import wait_for
 
 #: Seconds a resumed guest gets to show it runs.
@@ -77,6 +78,25 @@ def assert_memory_identical(pair: MigrationPair) -> memoryview:
         if start <= test_start and test_end <= end:
             test_range = destination[test_start - start : test_end - start]
     return test_range
+
+
+def assert_vcpus_identical(pair: MigrationPair) -> None:
+    """Every vCPU of the paused destination shows the stopped source's state.
+
+    Registers, control registers, FPU and vector state, as ``info
+    registers -a`` shows them, before the destination ran an instruction.
+    Differences :data:`~migtest.vcpu_state.KNOWN_DIFFERENCES` allows are
+    logged with their reason.
+
+    :raise CheckFailure: a register differs, naming the vCPU, the register
+        and both values.
+    """
+    for side in (pair.src, pair.dst):
+        require_paused(side.machine, "its vCPUs can be compared")
+    run = Run(pair.profile.name, pair.params.accel, pair.src.version, pair.dst.version)
+    result = check_vcpu_states(pair.src.hmp(HMP_COMMAND), pair.dst.hmp(HMP_COMMAND), run)
+    for line in [*result.known, *result.unshown]:
+        _log.info("vCPU state not compared as equal: %s", line)
 
 
 def snapshot_ram(machine: QEMUMachine, profile: ArchProfile) -> List[memoryview]:
@@ -167,8 +187,9 @@ def assert_command_fails(
 def verify_migration(pair: MigrationPair) -> None:
     """Everything that must hold after a successful migration.
 
-    - If the destination is still paused, its RAM equals the source's
-      (unless both map the same RAM: that would compare it with itself).
+    - If the destination is still paused, its vCPUs show the source's
+      state, and its RAM equals the source's (unless both map the same
+      RAM: that would compare it with itself).
     - The destination's test range obeys the guest contract.
     - Resumed, the destination guest runs.
     - Stopped again, its memory still obeys the contract: a guest resumed
@@ -176,6 +197,7 @@ def verify_migration(pair: MigrationPair) -> None:
     """
     profile, dst = pair.profile, pair.dst.machine
     if is_paused(dst):
+        assert_vcpus_identical(pair)
         if pair.shares_memory:
             assert_guest_memory(dst, profile)
         else:
@@ -227,10 +249,11 @@ def verify_suspended_migration(pair: MigrationPair) -> None:
 
     - The destination is suspended: QEMU keeps a suspended guest suspended
       across a migration ("migration: preserve suspended runstate", 9.0).
-    - Both sides stopped, guest RAM is the same byte for byte, and the
-      range obeys the guest contract.
+    - Both sides stopped, the vCPUs show the same state, guest RAM is the
+      same byte for byte, and the range obeys the guest contract.
     - Woken, the guest counts on where it stopped (no new boot).
     """
     assert_run_state(pair.dst, "suspended", "a guest migrated while suspended must stay suspended")
+    assert_vcpus_identical(pair)
     check_counter_pattern(assert_memory_identical(pair), pair.profile.test_range[0])
     assert_woken_guest_runs(pair.dst, pair.profile)
