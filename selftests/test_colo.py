@@ -183,3 +183,33 @@ def test_the_race_does_not_excuse_another_problem_beside_it() -> None:
     where = ("x86_64", (11, 1, 3), (11, 1, 3))
     assert explain_all(where, failure, ["", ""]) is None
     assert explain_all(where, CheckFailure("one", [RACE]), ["", ""]) is not None
+
+
+#: 10.0.13 -> 11.1.3 (measured): the secondary refuses the primary's ENABLE_COLO.
+ENABLE_REFUSED = """not both in colo: dst: connection lost during 'query-migrate'
+  src (QEMU 10.0.13, /q/qemu-system-x86_64): status failed (Sibling indicated error 1); \
+statuses ['setup', 'active', 'failed']; printed: qemu-system-x86_64: Sibling indicated error 1
+  dst (QEMU 11.1.3, /q/qemu-system-x86_64): exited with 1; statuses ['setup', 'active', \
+'failed']; printed: qemu-system-x86_64: load of migration failed: Invalid argument: MIG_CMD \
+0x8 deprecated (len 0x0)"""
+#: 11.1.3 -> 10.0.13 (measured): the old secondary completes a plain migration.
+ENABLE_MISSED = """not both in colo: dst: migration completed
+  src (QEMU 11.1.3, /q/qemu-system-x86_64): status colo; statuses ['setup', 'active', \
+'device', 'colo']; printed: qemu-system-x86_64: Can't receive COLO message: Input/output error
+  dst (QEMU 10.0.13, /q/qemu-system-x86_64): status completed; statuses ['setup', 'active', \
+'completed']; printed: nothing"""
+
+
+def test_colo_between_11_1_and_older_is_known_both_ways() -> None:
+    hit = explain("x86_64", (10, 0, 13), (11, 1, 3), ENABLE_REFUSED)
+    assert hit is not None and hit.finding.id == "colo-enable-command-dropped"
+    hit = explain("ppc64", (11, 1, 3), (10, 0, 13), ENABLE_MISSED)
+    assert hit is not None and hit.finding.id == "colo-enable-command-dropped"
+
+
+def test_colo_enable_finding_needs_two_series() -> None:
+    assert explain("x86_64", (11, 1, 3), (11, 1, 3), ENABLE_MISSED) is None
+    assert explain("x86_64", (11, 1, 2), (11, 1, 3), ENABLE_MISSED) is None
+    # Another way of not reaching colo is no excuse.
+    other = ENABLE_MISSED.replace("dst: migration completed", "dst: migration failed")
+    assert explain("x86_64", (11, 1, 3), (10, 0, 13), other) is None

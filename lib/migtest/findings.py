@@ -487,6 +487,26 @@ FINDINGS: Tuple[Finding, ...] = (
         every_migration=False,
         reported=_README,
     ),
+    Finding(
+        id="colo-enable-command-dropped",
+        title="COLO between QEMU 11.1 and older: 11.1 neither sends nor takes MIG_CMD_ENABLE_COLO",
+        kind="undocumented change",
+        # Measured on x86_64: a 10.0.13 primary announces COLO with the
+        # stream command ENABLE_COLO (0x8); an 11.1.3 secondary refuses it
+        # ("MIG_CMD 0x8 deprecated (len 0x0)") and exits.  An 11.1.3
+        # primary sends no such command, so a 10.0.13 secondary, set for
+        # x-colo, takes the stream for a plain migration and completes it
+        # (statuses setup, active, completed) while the primary enters
+        # 'colo': both run the guest.  Within one release series COLO works.
+        scopes=(scope(ALL_ARCHES, "<11.1", ">=11.1"), scope(ALL_ARCHES, ">=11.1", "<11.1")),
+        shows=re.compile(
+            r"load of migration failed: Invalid argument: MIG_CMD 0x8 deprecated"
+            r"|^not both in colo: dst: migration completed$",
+            re.MULTILINE,
+        ),
+        every_migration=False,
+        reported=_README,
+    ),
 )
 
 
