@@ -34,6 +34,9 @@ setup(
         "cryptography>=42",
         # Avocado's own HTML report, next to ours in every job directory.
         "avocado-framework-plugin-result-html>=113,<114",
+        # scripts/remote-run: one Avocado job over several hosts (README,
+        # "Going wider"); brings aexpect.
+        "avocado-framework-plugin-spawner-remote>=113,<114",
     ],
     entry_points={
         "console_scripts": [
