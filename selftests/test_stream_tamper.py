@@ -370,6 +370,20 @@ def test_the_stale_copy_follows_the_right_one() -> None:
         StalePageResent(RAM0, remember=0)
 
 
+def test_stale_copies_are_watched_for_pages_spread_over_the_range() -> None:
+    """Of 8 pages, 2 remembered: pages 0 and 4; the last section sends only 4 of them."""
+    region = PageRange("ram0", 0, 8 * 4096, MiB)
+    first = [record(FLAG_PAGE, 0, "ram0", page(1))]
+    first += [record(FLAG_PAGE, n * 4096, payload=page(1)) for n in range(1, 8)]
+    last = [record(FLAG_PAGE, n * 4096, "ram0", page(2)) for n in (3, 5, 4)]
+    data = Made().ram(PART, *first).ram(END, *last).end()
+    fault = StalePageResent(region, remember=2)
+    out, _ = rewrite(data, fault)
+    [change] = fault.changes
+    assert (change.offset, change.old[0], change.new[0]) == (4 * 4096, 2, 1)
+    assert_rewritten_as_reported(data, out, fault.changes, region)
+
+
 def test_a_stale_copy_must_differ() -> None:
     """A page whose earlier copies all hold what its last one holds gets no stale copy."""
     data = (
@@ -546,6 +560,42 @@ def test_nothing_struck_is_an_error_saying_what_was_there() -> None:
     _, rewriter, fault = made_none(data)
     with pytest.raises(TamperError, match=r"nothing struck \(0 pages .* 1 in it\)"):
         tamper_outcome(fault, [rewriter.report])
+
+
+@pytest.mark.parametrize(
+    "record_, went",
+    [
+        (record(FLAG_XBZRLE, 0, "ram0", b"\x01" + u(2, 2) + b"\0\7"), "XBZRLE-encoded"),
+        (record(FLAG_COMPRESS_PAGE, 4096, "ram0", u(4, 3) + b"xyz"), "compressed"),
+        (u(8, 0x200), "sent over multifd channels"),  # MULTIFD_FLUSH
+    ],
+    ids=["xbzrle", "compressed", "multifd"],
+)
+def test_pages_gone_where_faults_do_not_reach_are_not_applicable(record_: bytes, went: str) -> None:
+    data = Made().ram(END, record_).end()
+    _, rewriter, fault = made_none(data)
+    assert rewriter.report.reached_last_ram_section
+    with pytest.raises(Unavailable, match=f"not applicable: pages were {went}"):
+        tamper_outcome(fault, [rewriter.report])
+
+
+def test_a_multifd_channel_beside_a_main_stream_without_pages_is_not_applicable() -> None:
+    _, main, fault = made_none(Made().ram(END).end())
+    _, channel, _ = made_none(u(4, 0x11223344) + bytes(60))
+    with pytest.raises(Unavailable, match="multifd"):
+        tamper_outcome(fault, [main.report, channel.report])
+
+
+def test_a_change_is_known_to_survive_only_to_the_last_ram_section() -> None:
+    """A rewriter that struck, then saw no last RAM section (a stream cut short): unproven."""
+    data = Made().ram(PART, record(FLAG_ZERO, 0, "ram0", b"\0")).end()
+    fault = ZeroPageAsData(RAM0)
+    _, rewriter = rewrite(data, fault)
+    assert fault.changes and not rewriter.report.reached_last_ram_section
+    with pytest.raises(TamperError, match="did not follow the stream to its last RAM section"):
+        tamper_outcome(fault, [rewriter.report])
+    with pytest.raises(TamperError, match="could not follow"):
+        tamper_outcome(fault, [replace(rewriter.report, misread="at byte 9 in x")])
 
 
 @pytest.mark.parametrize(

@@ -35,28 +35,54 @@ class RewriteReport:
     def describe(self) -> str:
         if self.not_applicable:
             return f"not applicable: {self.not_applicable}"
-        state = "to the end of its last RAM section" if self.reached_last_ram_section else "part"
+        how = "to the end of the last" if self.reached_last_ram_section else "not to the last"
         records = ", ".join(f"{n} {kind}" for kind, n in self.records.items()) or "none"
-        text = f"followed {state}: {self.ram_sections} RAM sections, records {records}"
-        return text + (f"; misread: {self.misread}" if self.misread else "")
+        text = f"followed {how} RAM section ({self.ram_sections} RAM sections; records: {records})"
+        return text + (f"; misread {self.misread}" if self.misread else "")
+
+
+#: Records a fault does not change, and where they say the pages went.
+ELSEWHERE = {
+    "compressed": "compressed (COMPRESS_PAGE)",
+    "xbzrle": "XBZRLE-encoded",
+    "multifd-flush": "sent over multifd channels",
+}
 
 
 def tamper_outcome(fault: PageFault, reports: Sequence[RewriteReport]) -> List[Change]:
     """What ``fault`` changed in a migration whose connections' rewriters made ``reports``.
 
     :raise Unavailable: no connection carried a stream the rewriter could
-        rewrite (TLS, postcopy...): the fault does not apply, a CANCEL.
+        rewrite (TLS, postcopy...), or the pages went where it does not
+        change them (multifd channels, compressed or XBZRLE records): the
+        fault does not apply, a CANCEL.
     :raise TamperError: a rewriter could not follow a stream it should,
-        or the fault found nothing to strike: the test cannot tell.
+        one that struck stopped before the last RAM section (a later copy
+        of the page could have gone unseen), or the fault found nothing to
+        strike: the test cannot tell.
     """
-    if fault.changes:
-        return list(fault.changes)
     listed = "; ".join(f"connection {n}: {r.describe()}" for n, r in enumerate(reports, 1))
     misread = [r.misread for r in reports if r.misread]
     if misread:
         raise TamperError(f"the rewriter could not follow the stream: {misread[0]}")
+    if fault.changes:
+        if not any(r.reached_last_ram_section for r in reports):
+            raise TamperError(
+                f"{fault.name}: the rewriter did not follow the stream to its last RAM "
+                f"section, where a later copy of the changed page could have come: {listed}"
+            )
+        return list(fault.changes)
     if reports and all(r.not_applicable for r in reports):
         raise Unavailable(f"{fault.name}: not applicable: {listed}", expected=False)
+    elsewhere = {ELSEWHERE[kind] for r in reports for kind in ELSEWHERE if r.records[kind]}
+    if any("multifd" in (r.not_applicable or "") for r in reports):
+        elsewhere.add(ELSEWHERE["multifd-flush"])
+    if elsewhere:
+        raise Unavailable(
+            f"{fault.name}: not applicable: pages were {' and '.join(sorted(elsewhere))}, "
+            f"which the rewriter does not change; {listed}",
+            expected=False,
+        )
     raise TamperError(
         f"{fault.describe()}: nothing struck ({fault.seen['earlier']} pages of the range "
         f"before the last RAM section, {fault.seen['final']} in it); {listed or 'no connection'}"

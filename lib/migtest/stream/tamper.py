@@ -289,10 +289,11 @@ class StalePageResent(PageFault):
     """A page sent twice in the last RAM section: its right copy, then a stale one.
 
     The stale copy is what the page held when an earlier pass sent it.
-    The contents of the first ``remember`` pages of the region sent before
-    the last section are kept (a few distinct ones each); the first of them
-    the last section sends with other contents is followed by a copy of it
-    as it was.
+    Which pages the last section sends depends on where the guest was
+    between the last two syncs, so ``remember`` pages spread evenly over
+    the range are watched before it, a few distinct contents each; the
+    first of them that the last section sends with other contents is
+    followed by a copy of it as it was.
 
     :raise ConfigError: ``remember`` is below 1.
     """
@@ -302,25 +303,28 @@ class StalePageResent(PageFault):
     #: Distinct earlier contents kept per page.
     KEPT = 4
 
-    def __init__(self, region: PageRange, remember: int = 16) -> None:
+    def __init__(self, region: PageRange, remember: int = 256) -> None:
         super().__init__(region)
         if remember < 1:
             raise ConfigError("remember", remember, "a number of pages of at least 1")
         self.remember = remember
         self._earlier: Dict[Tuple[str, int], List[bytes]] = {}
 
+    def _watched(self, record: PageRecord) -> bool:
+        pages = (self.region.end - self.region.start) // record.page_size
+        stride = max(1, pages // self.remember)
+        return (record.offset - self.region.start) // record.page_size % stride == 0
+
     def strike(self, record: PageRecord) -> List[PageRecord]:
-        if self.struck:
+        if self.struck or not self._watched(record):
             return [record]
-        key, content = (record.block, record.offset), record.content
-        contents = self._earlier.get(key)
+        content = record.content
+        contents = self._earlier.setdefault((record.block, record.offset), [])
         if not record.final:
-            if contents is None and len(self._earlier) < self.remember:
-                self._earlier[key] = [content]
-            elif contents is not None and content not in contents and len(contents) < self.KEPT:
+            if content not in contents and len(contents) < self.KEPT:
                 contents.append(content)
             return [record]
-        stale = next((c for c in contents or () if c != content), None)
+        stale = next((c for c in contents if c != content), None)
         if stale is None:
             return [record]
         self.changes.append(changed(self.name, self.region, record, stale))
