@@ -33,6 +33,8 @@ from migtest.machine import QEMUMachine
 from migtest.metrics import summarize
 from migtest.pair import MigrationPair
 from migtest.params import SuiteParams
+from migtest.report.downtime import compare, comparison_text, kind_of, row_of
+from migtest.report.downtime import main as downtime_main
 from migtest.report.timeline import HEIGHT, WIDTH, render_timeline_svg
 from migtest.verify import verify_migration
 from migtest.wait import wait_for
@@ -160,10 +162,30 @@ def test_no_b_from_the_source_before_it_stopped_is_not_a_number() -> None:
     assert felt == {"not_measured": "no 'B' from the source before it stopped"}
 
 
-def test_too_few_b_to_know_a_pass_is_not_a_number() -> None:
+def test_a_destination_with_one_b_keeps_the_pace_the_source_had_before_migrating() -> None:
+    s = precopy(dst_period=0.020)  # 20 ms passes on the destination, as 10 ms before migrating
+    one = Switchover(**{**vars(s), "dst_b": s.dst_b[:1]})
+    felt = felt_downtime(one)
+    assert felt["pass_dst_from"] == "the source before it migrated"
+    assert felt["pass_dst_ms"] == pytest.approx(10.0, abs=0.01)
+    assert felt_downtime(s)["pass_dst_from"] == "the destination"
+
+
+@pytest.mark.parametrize(
+    "src_from, dst_count, counts",
+    [(-1, 1, "1 from the source before it stopped (0 before it migrated), 1 from"),
+     (-3, 1, "3 from the source before it stopped (0 before it migrated), 1 from"),
+     (-1, 5, "1 from the source before it stopped (0 before it migrated), 5 from")],
+)  # fmt: skip
+def test_too_few_b_to_know_a_pass_is_not_a_number(
+    src_from: int, dst_count: int, counts: str
+) -> None:
+    """Under a slow KVM the source prints one B before it migrates, the destination one."""
     s = precopy()
-    felt = felt_downtime(Switchover(**{**vars(s), "src_b": s.src_b[-1:], "dst_b": s.dst_b[:1]}))
-    assert felt == {"not_measured": "too few 'B's to tell how long a pass takes"}
+    few = Switchover(**{**vars(s), "src_b": s.src_b[src_from:], "dst_b": s.dst_b[:dst_count]})
+    felt = felt_downtime(few)
+    assert list(felt) == ["not_measured"]
+    assert felt["not_measured"].startswith("too few 'B's to tell how long a pass takes: " + counts)
 
 
 # -- the switchover, from the events ----------------------------------------------
@@ -395,3 +417,78 @@ def test_a_migration_that_is_not_live_is_not_measured(
     report = felt_downtime_of(pair.src.machine, pair.dst.machine, final)
     assert "guest_felt_downtime_ms" not in report
     assert "not live" in report["guest_felt_downtime"]["not_measured"]
+
+
+# -- the comparison over jobs ----------------------------------------------------------
+
+
+def metrics(
+    qemu: int,
+    felt: Optional[Dict[str, Any]],
+    *,
+    postcopy: bool = False,
+    dst_loads_after: bool = False,
+    total: int = 600,
+) -> Dict[str, Any]:
+    """A ``migration.json`` reduced to what the comparison reads."""
+    src_phases = [{"t": 0.0, "status": "active"}, {"t": 0.5, "status": "completed"}]
+    if postcopy:
+        src_phases.insert(1, {"t": 0.3, "status": "postcopy-active"})
+    dst_active = 0.6 if dst_loads_after else 0.0
+    record: Dict[str, Any] = {
+        "arch": "x86_64",
+        "accel": "tcg",
+        "qemu": {"src": "7.2.22", "dst": "7.2.22"},
+        "sides": {
+            "src": {"start": T0, "phases": src_phases,
+                    "final": {"downtime": qemu, "total-time": total}},
+            "dst": {"start": T0, "phases": [{"t": dst_active, "status": "active"}], "final": {}},
+        },
+    }  # fmt: skip
+    if felt is not None:
+        record["guest_felt_downtime"] = felt
+    return record
+
+
+FELT = {"felt_ms": 60.0, "uncertainty_ms": 5.0, "stop_to_resume_ms": 52.0, "src_completed_ms": 50.0}
+
+
+def test_the_kind_of_migration_comes_from_the_data() -> None:
+    assert kind_of(metrics(50, FELT)) == "precopy"
+    assert kind_of(metrics(50, FELT, dst_loads_after=True)) == "precopy, stream loaded after"
+    assert kind_of(metrics(50, FELT, postcopy=True)) == "postcopy"
+
+
+def test_an_impossible_qemu_downtime_is_flagged_and_left_out() -> None:
+    uptime = row_of("t", "v", metrics(33_713_664, FELT, postcopy=True))
+    assert uptime.flag == "QEMU's downtime is longer than the whole migration"
+    whole = row_of("t", "v", metrics(50, {**FELT, "stop_to_resume_ms": 2.0}, postcopy=True))
+    assert whole.flag == "QEMU's downtime is the stop to the end of postcopy"
+    right = row_of("t", "v", metrics(2, {**FELT, "stop_to_resume_ms": 2.0}, postcopy=True))
+    assert right.flag == ""
+    summary = compare([uptime, whole, right])["postcopy"]
+    assert (summary["runs"], summary["measured"], summary["flagged"]) == (3, 1, 2)
+
+
+def test_the_comparison_counts_what_felt_more_beyond_its_uncertainty() -> None:
+    rows = [
+        row_of("more", "v", metrics(50, FELT)),  # 60 ± 5 against 50
+        row_of("same", "v", metrics(57, FELT)),  # within 5
+        row_of("less", "v", metrics(70, FELT)),
+        row_of("none", "v", metrics(50, {"not_measured": "no 'B'"})),
+    ]
+    assert rows[-1].not_measured == "no 'B'" and rows[-1].felt is None
+    summary = compare(rows)["precopy"]
+    assert summary["measured"] == 3 and summary["not_measured"] == 1
+    assert (summary["felt_more_beyond_uncertainty"], summary["felt_less_beyond_uncertainty"]) == (
+        1,
+        1,
+    )
+    assert summary["felt_minus_qemu_median"] == 3.0
+    assert summary["events_minus_qemu_median"] == -5.0
+    assert "felt - QEMU: median 3.0 ms" in "\n".join(comparison_text(compare(rows)))
+
+
+def test_not_a_job_directory_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert downtime_main([str(tmp_path)]) == 2
+    assert "not an Avocado job results directory" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from statistics import median
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .metrics import event_time
 
@@ -144,9 +144,9 @@ def felt_downtime_of(
     :param src: the source, and ``dst`` the destination the guest went to,
         both done with (their consoles read to the end).
     :param final: the source's final ``query-migrate`` answer.
-    :return: ``guest_felt_downtime_ms`` (only when measured: a number, the
-        figure a report shows) and ``guest_felt_downtime``, what
-        :func:`felt_downtime` found, with QEMU's ``downtime``.
+    :return: ``guest_felt_downtime_ms`` (only when measured: a number, not
+        below 0, the figure a report shows) and ``guest_felt_downtime``,
+        what :func:`felt_downtime` found, with QEMU's ``downtime``.
     """
     if src.console is None or dst.console is None:
         unstamped = src.name if src.console is None else dst.name
@@ -167,7 +167,9 @@ def felt_downtime_of(
         detail["qemu_downtime_ms"] = final["downtime"]
     report: Dict[str, Any] = {"guest_felt_downtime": detail}
     if "felt_ms" in detail:
-        report = {"guest_felt_downtime_ms": detail["felt_ms"], **report}
+        # No pause is negative: an estimate below zero (a pause shorter
+        # than its uncertainty) shows as 0; felt_ms keeps it, for averages.
+        report = {"guest_felt_downtime_ms": max(0.0, detail["felt_ms"]), **report}
     return report
 
 
@@ -184,7 +186,9 @@ def felt_downtime(s: Switchover) -> Dict[str, Any]:
     A pass is the median of the intervals next to the gap on each side,
     their mean; the uncertainty is half their difference (how much of the
     gap's pass ran on which side is unknown) plus the spread of the
-    intervals (a robust standard deviation).
+    intervals (a robust standard deviation).  A destination that printed
+    one ``B`` only (the test stops it soon) is taken to keep the pace the
+    source had before it migrated: neither tracks dirty pages.
 
     :return: ``felt_ms`` and how it was reached, in milliseconds; or
         ``not_measured``, saying why, and no number.
@@ -203,14 +207,10 @@ def felt_downtime(s: Switchover) -> Dict[str, Any]:
     held = 0.0
     if s.dst_completed is not None and s.dst_completed <= s.dst_resume:
         held = s.dst_resume - s.dst_completed
-    src_passes = _intervals([t for t in s.src_b if t <= last_src])[-REFERENCE_PASSES:]
-    settled = max(first_dst, s.dst_completed or first_dst)  # postcopy: once all RAM is there
-    dst_passes = _intervals([t for t in s.dst_b if t >= settled])[:REFERENCE_PASSES]
-    if not src_passes and not dst_passes:
-        return {"not_measured": "too few 'B's to tell how long a pass takes"}
-    pass_src = median(src_passes) if src_passes else median(dst_passes)
-    pass_dst = median(dst_passes) if dst_passes else pass_src
-    spread = max(_robust_sd(p) for p in (src_passes, dst_passes) if p)
+    paces = _paces(s, last_src, first_dst)
+    if isinstance(paces, str):
+        return {"not_measured": paces}
+    pass_src, pass_dst, spread, dst_pace = paces
     gap = first_dst - last_src
     one_pass = (pass_src + pass_dst) / 2
     return {
@@ -221,12 +221,40 @@ def felt_downtime(s: Switchover) -> Dict[str, Any]:
         "pass_ms": _ms(one_pass),
         "pass_src_ms": _ms(pass_src),
         "pass_dst_ms": _ms(pass_dst),
+        "pass_dst_from": dst_pace,
         "spread_ms": _ms(spread),
         "longest_gap_ms": _ms(_longest_gap(s, held)),
         **_qemu_moments(s, held),
         "steady_pass_ms": _steady(s),
         **_kept_marks(s, last_src, first_dst),
     }
+
+
+def _paces(
+    s: Switchover, last_src: float, first_dst: float
+) -> Union[Tuple[float, float, float, str], str]:
+    """How long a pass took next to the gap on each side, their spread, and
+    where the destination's came from; or why that cannot be told."""
+    src_passes = _intervals([t for t in s.src_b if t <= last_src])[-REFERENCE_PASSES:]
+    settled = max(first_dst, s.dst_completed or first_dst)  # postcopy: once all RAM is there
+    dst_passes = _intervals([t for t in s.dst_b if t >= settled])[:REFERENCE_PASSES]
+    dst_pace = "the destination"
+    if not dst_passes:
+        dst_passes = _steady_passes(s)
+        dst_pace = "the source before it migrated"
+    if not src_passes or not dst_passes:
+        start = s.src_migrating if s.src_migrating is not None else float("inf")
+        counts = (
+            sum(1 for t in s.src_b if t <= last_src),
+            sum(1 for t in s.src_b if t < start),
+            sum(1 for t in s.dst_b if t >= settled),
+        )
+        return (
+            "too few 'B's to tell how long a pass takes: {} from the source before it stopped "
+            "({} before it migrated), {} from the destination once it had all its RAM"
+        ).format(*counts)
+    spread = max(_robust_sd(src_passes), _robust_sd(dst_passes))
+    return median(src_passes), median(dst_passes), spread, dst_pace
 
 
 def _qemu_moments(s: Switchover, held: float) -> Dict[str, Any]:
@@ -277,10 +305,15 @@ def _longest_gap(s: Switchover, held: float) -> float:
     return max(_intervals(before + after), default=0.0)
 
 
+def _steady_passes(s: Switchover) -> List[float]:
+    """The source's last intervals between B's before it started migrating."""
+    start = s.src_migrating if s.src_migrating is not None else float("inf")
+    return _intervals([t for t in s.src_b if t < start])[-STEADY_PASSES:]
+
+
 def _steady(s: Switchover) -> Dict[str, Any]:
     """How regular the passes were before the migration: the measurement's precision."""
-    start = s.src_migrating if s.src_migrating is not None else float("inf")
-    passes = _intervals([t for t in s.src_b if t < start])[-STEADY_PASSES:]
+    passes = _steady_passes(s)
     if not passes:
         return {"n": 0}
     ordered = sorted(passes)
