@@ -168,6 +168,54 @@ def compare_memory(expected: Dump, found: Dump, base: int, what: str) -> None:
     )
 
 
+def compare_memory_except_counters(
+    expected: Dump, found: Dump, base: int, counters: Tuple[int, int], what: str
+) -> None:
+    """Check two dumps are identical but for the guest's counter bytes.
+
+    What can be proved of a destination whose guest ran before it could be
+    compared (postcopy): the guest writes nothing but the counter byte of
+    each page of its test range, so every other byte must still be the
+    source's.  Only chunks that differ are copied, with their counter
+    bytes zeroed, and compared again.
+
+    :param base: the guest physical address of both dumps' first byte.
+    :param counters: the test range ``[start, end)``, page aligned: its
+        pages' first bytes may differ.
+    :raise CheckFailure: naming the first differing addresses.
+    """
+    if len(expected) != len(found):
+        raise CheckFailure(f"{what}: dumps differ in size ({len(expected)} vs {len(found)} bytes)")
+    step = CHUNK_PAGES * PAGE_SIZE
+    bad: List[Tuple[int, int, int]] = []
+    differing_pages = 0
+    for chunk in range(0, len(expected), step):
+        want, got = (
+            memoryview(expected)[chunk : chunk + step],
+            memoryview(found)[chunk : chunk + step],
+        )
+        if same_bytes(want, got):
+            continue
+        first = max(counters[0] - base - chunk, 0)
+        last = max(min(counters[1] - base - chunk, len(want)), first)
+        masked = []
+        for dump in (want, got):
+            copy = bytearray(dump)
+            copy[first:last:PAGE_SIZE] = bytes(len(range(first, last, PAGE_SIZE)))
+            masked.append(memoryview(copy))
+        for page in _differing_pages(masked[0], masked[1]):
+            differing_pages += 1
+            if len(bad) < MAX_REPORTED:
+                pairs = zip(masked[0][page : page + PAGE_SIZE], masked[1][page : page + PAGE_SIZE])
+                bad += [(base + chunk + page + i, a, b) for i, (a, b) in enumerate(pairs) if a != b]
+    if differing_pages:
+        bad = bad[:MAX_REPORTED]
+        raise CheckFailure(
+            f"{what} differ beyond the counter bytes:\n"
+            + _describe(bad, f"first {len(bad)} shown; {differing_pages} pages differ")
+        )
+
+
 def _differing_pages(a: memoryview, b: memoryview) -> Iterator[int]:
     """The offsets of the pages where ``a`` and ``b`` differ.
 
@@ -266,6 +314,24 @@ def check_shared_ram_not_sent(ram: Mapping[str, Any], shared_bytes: int) -> None
             f"{sent} bytes of page data were sent (normal-bytes), not under "
             f"{SHARED_RAM_SENT_LIMIT}: the shared RAM was sent"
         )
+
+
+def check_pushed_to_paused(ram: Mapping[str, Any]) -> None:
+    """Check that a postcopy into a paused destination pushed pages and none was asked for.
+
+    A destination whose guest never runs never faults on a missing page,
+    so the source must report no page request (``postcopy-requests``),
+    and pages sent after the switch to postcopy (``postcopy-bytes``): else
+    the migration was no postcopy into a paused guest.
+
+    :param ram: the ``ram`` member of the source's final ``query-migrate``.
+    :raise CheckFailure: a page was requested, or none was pushed.
+    """
+    requests, pushed = int(ram["postcopy-requests"]), int(ram["postcopy-bytes"])
+    if requests:
+        raise CheckFailure(f"the paused destination asked for {requests} pages (postcopy-requests)")
+    if not pushed:
+        raise CheckFailure("no byte was sent in postcopy (postcopy-bytes 0)")
 
 
 def check_throttle_steps(seen: Sequence[int], initial: int, increment: int, maximum: int) -> None:

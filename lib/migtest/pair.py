@@ -332,17 +332,33 @@ class MigrationPair:
         except QMPConnectionLost as lost:
             raise self.failure("the switchover failed", lost) from lost
 
-    def wait_for_postcopy(self) -> None:
-        """Wait until both sides are in postcopy and the destination guest runs.
+    def wait_for_postcopy(self, *, resumed: bool = True) -> None:
+        """Wait until both sides are in postcopy and the destination has its guest.
 
         Only then can a broken channel pause the migration: a destination
         still loading the device state when the link breaks fails instead
-        (seen with QEMU 7.2 on ppc64).  Needs a destination started running
-        (``dst_paused=False``), as postcopy does.
+        (seen with QEMU 7.2 on ppc64).  A destination started running
+        (``dst_paused=False``) runs the guest by then.
+
+        :param resumed: ``False`` for a destination started paused: QEMU
+            then loads the device state and leaves its guest paused
+            (``loadvm_postcopy_handle_run_bh()`` starts it only with
+            autostart).
+        :raise CheckFailure: a paused destination's guest runs.
         """
         for side in (self.src, self.dst):
             side.wait_for_status("postcopy-active", fail_on=("failed", "completed"))
-        self.dst.machine.wait_event("RESUME", timeout=STATUS_TIMEOUT)
+        if resumed:
+            self.dst.machine.wait_event("RESUME", timeout=STATUS_TIMEOUT)
+            return
+
+        def paused() -> Tuple[bool, str]:
+            state = self.dst.run_state()  # inmigrate until QEMU has run the postcopy
+            if state == "running":
+                raise CheckFailure("dst: its guest runs in postcopy-active, started paused")
+            return state == "paused", state
+
+        wait_for(paused, what="the destination's run state paused", timeout=STATUS_TIMEOUT)
 
     def wait_for_both(self, status: Status, fail_on: Collection[Status]) -> None:
         """Wait until both sides report ``status``, asking each in turn.

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Tuple, Union
 
+from .checks import check_pushed_to_paused
 from .pair import MigrationPair
 from .proxy import FaultyChannel
 from .qapi import MigrationInfo
 from .status import Status
 from .transport import Channel, TcpChannel
-from .verify import assert_statuses_after
+from .verify import assert_never_resumed, assert_statuses_after
 
 #: The statuses a postcopy may not reach while paused or recovering: a
 #: failed side loses the guest, and neither can have it all yet.
@@ -63,29 +64,61 @@ def postcopy_recovered(
     channel: Union[str, Channel],
     again: Union[str, Channel],
     pause: Optional[Callable[[], None]] = None,
+    *,
+    resumed: bool = True,
 ) -> MigrationInfo:
     """Postcopy paused, recovered over ``again``, to completion.
 
     :param pause: what breaks the postcopy (a link cut by a proxy);
         ``migrate-pause`` on both sides if not given.
+    :param resumed: ``False`` for a destination started paused: it must
+        never resume (see :func:`postcopy_into_paused`).
     """
-    postcopy_paused(pair, channel, pause)
+    postcopy_paused(pair, channel, pause, resumed=resumed)
     pair.recover(again)
-    return postcopy_recovery_completes(pair)
+    final = postcopy_recovery_completes(pair)
+    if not resumed:
+        assert_never_resumed(pair.dst)
+        check_pushed_to_paused(final["ram"])
+    return final
 
 
-def postcopy_crawling(pair: MigrationPair, channel: Union[str, Channel]) -> None:
+def postcopy_crawling(
+    pair: MigrationPair, channel: Union[str, Channel], *, resumed: bool = True
+) -> None:
     """Postcopy under way, held in ``postcopy-active`` by a crawling bandwidth.
 
     Postcopy pulls a page a second meanwhile, so it cannot finish before
     the test is done with it; :func:`postcopy_completes` lets it run.
+
+    :param resumed: ``False`` for a destination started paused, which
+        must stay paused (see :func:`postcopy_into_paused`).
     """
     pair.src.set_parameters({"max-postcopy-bandwidth": CRAWL})
     pair.prevent_convergence()
     pair.migrate(channel)
     pair.src.wait_for_dirty_sync(2)
     pair.start_postcopy()
-    pair.wait_for_postcopy()
+    pair.wait_for_postcopy(resumed=resumed)
+
+
+def postcopy_into_paused(pair: MigrationPair, channel: Union[str, Channel]) -> MigrationInfo:
+    """Postcopy into a destination started paused: every page pushed, none asked for.
+
+    QEMU starts the destination's guest at the switch to postcopy only if
+    it was started to run (autostart, in ``loadvm_postcopy_handle_run_bh()``,
+    migration/savevm.c); started with ``-S`` it stays paused in
+    ``postcopy-active`` while the source pushes the rest of RAM (nearly
+    all of it: the guest dirties every page of its range each pass), and
+    after.  It must never have resumed, so that its RAM and vCPUs can then
+    be compared with the stopped source's; it asked for no page, and pages
+    were pushed.
+    """
+    postcopy_crawling(pair, channel, resumed=False)
+    final = postcopy_completes(pair)
+    assert_never_resumed(pair.dst)
+    check_pushed_to_paused(final["ram"])
+    return final
 
 
 def postcopy_completes(pair: MigrationPair) -> MigrationInfo:
@@ -98,14 +131,18 @@ def postcopy_paused(
     pair: MigrationPair,
     channel: Union[str, Channel],
     pause: Optional[Callable[[], None]] = None,
+    *,
+    resumed: bool = True,
 ) -> None:
     """Postcopy under way, then broken by ``pause``: both sides wait, paused.
 
     Paused, both sides must wait in ``postcopy-paused``: never failed (the
     guest would be lost), active or completed.
+
+    :param resumed: see :func:`postcopy_crawling`.
     """
     pair.require_commands("migrate-recover", *([] if pause else ["migrate-pause"]))
-    postcopy_crawling(pair, channel)
+    postcopy_crawling(pair, channel, resumed=resumed)
     (pause or pair.pause)()
     wait_until_paused(pair)
 

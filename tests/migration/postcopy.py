@@ -1,9 +1,12 @@
 """Postcopy migration, its preempt channel, and its recovery from broken channels."""
 
+from migtest.pair import MigrationPair
 from migtest.proxy import FaultyChannel
+from migtest.qapi import Capability
 from migtest.scenarios import (
     UNRECOVERABLE,
     postcopy,
+    postcopy_into_paused,
     postcopy_paused,
     postcopy_recovered,
     postcopy_recovery_completes,
@@ -14,14 +17,24 @@ from migtest.test import MigrationTest
 from migtest.transport import TcpChannel, refused_target
 
 
+def start_paused_postcopy_pair(test: MigrationTest, *more: Capability) -> MigrationPair:
+    """A pair whose destination starts paused (``-S``), with postcopy (and ``more``) enabled."""
+    pair = test.start_pair()
+    test.enable_postcopy(*more)
+    return pair
+
+
 class Postcopy(MigrationTest):
     """Postcopy: the destination runs before all of RAM has arrived.
 
     It starts as a precopy that cannot converge; after one full pass it
     switches to postcopy, and the destination guest runs while the rest of
     RAM is pulled on demand.  Because the destination runs during the
-    migration, RAM cannot be compared byte for byte: the guest's own
-    pattern is checked instead.
+    migration, its RAM is compared with the stopped source's once it is
+    stopped again: byte for byte but for the counter bytes its guest
+    moved on.  A destination started paused stays paused in postcopy
+    while the source pushes every page; it is then compared byte for
+    byte, vCPUs included, before it runs.
 
     Cancelled when the host does not allow userfaultfd.
 
@@ -51,6 +64,28 @@ class Postcopy(MigrationTest):
         postcopy_recovered(self.pair, "unix", "unix")
         self.verify_migration()
 
+    def test_paused_destination(self) -> None:
+        """Postcopy into a destination started paused: every page pushed, then compared.
+
+        QEMU runs the destination's guest at the switch to postcopy only if
+        it was started to run; this one stays paused in postcopy-active
+        while the source pushes nearly all of RAM, never resumes, and is
+        compared with the stopped source byte for byte, vCPUs included.
+        """
+        pair = start_paused_postcopy_pair(self)
+        postcopy_into_paused(pair, "unix")
+        self.verify_migration()
+
+    def test_recovery_paused_destination(self) -> None:
+        """Postcopy into a paused destination, paused and recovered: then compared byte for byte.
+
+        A page lost or sent twice across the recovery shows in the RAM
+        itself, not only in the guest's pattern.
+        """
+        pair = start_paused_postcopy_pair(self)
+        postcopy_recovered(pair, "unix", "unix", resumed=False)
+        self.verify_migration()
+
 
 class PostcopyPreempt(MigrationTest):
     """Postcopy-preempt: the pages the destination faults on take a channel of their own.
@@ -73,6 +108,16 @@ class PostcopyPreempt(MigrationTest):
         """Postcopy-preempt paused and recovered over new channels."""
         self.start_postcopy_pair("postcopy-preempt")
         postcopy_recovered(self.pair, "unix", "unix")
+        self.verify_migration()
+
+    def test_preempt_paused_destination(self) -> None:
+        """Postcopy-preempt into a destination started paused: then compared byte for byte.
+
+        With no page faults, the preempt channel carries nothing urgent:
+        every page comes by the background stream, and all must arrive.
+        """
+        pair = start_paused_postcopy_pair(self, "postcopy-preempt")
+        postcopy_into_paused(pair, "unix")
         self.verify_migration()
 
 
