@@ -64,6 +64,8 @@ class Switchover:
     dst_completed: Optional[float] = None
     #: When the destination's console stopped being read.
     dst_console_end: Optional[float] = None
+    #: Whether the destination went through ``postcopy-active``.
+    dst_postcopy: bool = False
     #: Why the events show no switchover to measure; empty when they do.
     not_measurable: str = ""
 
@@ -113,6 +115,7 @@ def switchover_from_events(
         dst_resume=resume,
         dst_completed=_first(dst_events, "MIGRATION", status="completed"),
         dst_console_end=dst_console_end,
+        dst_postcopy=_first(dst_events, "MIGRATION", status="postcopy-active") is not None,
         not_measurable=reason,
     )
 
@@ -196,20 +199,27 @@ def felt_downtime(s: Switchover) -> Dict[str, Any]:
     if s.not_measurable:
         return {"not_measured": s.not_measurable}
     assert s.src_stop is not None and s.dst_resume is not None  # what not_measurable says
-    last_src = max((t for t in s.src_b if t <= s.src_stop), default=None)
-    first_dst = min((t for t in s.dst_b if t >= s.dst_resume), default=None)
-    if last_src is None:
-        return {"not_measured": "no 'B' from the source before it stopped"}
-    if first_dst is None:
-        end = s.dst_console_end
-        within = f"{end - s.dst_resume:.1f} s of its resume" if end else "its recording"
-        return {"not_measured": f"no 'B' from the destination within {within}"}
     held = 0.0
     if s.dst_completed is not None and s.dst_completed <= s.dst_resume:
         held = s.dst_resume - s.dst_completed
+    moments = _qemu_moments(s, held)
+    if s.dst_postcopy and held:
+        return {
+            "not_measured": "the test held the destination paused through postcopy "
+            "(started with -S): the pause the guest felt is the test's",
+            **moments,
+        }
+    last_src = max((t for t in s.src_b if t <= s.src_stop), default=None)
+    first_dst = min((t for t in s.dst_b if t >= s.dst_resume), default=None)
+    if last_src is None:
+        return {"not_measured": "no 'B' from the source before it stopped", **moments}
+    if first_dst is None:
+        end = s.dst_console_end
+        within = f"{end - s.dst_resume:.1f} s of its resume" if end else "its recording"
+        return {"not_measured": f"no 'B' from the destination within {within}", **moments}
     paces = _paces(s, last_src, first_dst)
     if isinstance(paces, str):
-        return {"not_measured": paces}
+        return {"not_measured": paces, **moments}
     pass_src, pass_dst, spread, dst_pace = paces
     gap = first_dst - last_src
     one_pass = (pass_src + pass_dst) / 2
@@ -223,8 +233,11 @@ def felt_downtime(s: Switchover) -> Dict[str, Any]:
         "pass_dst_ms": _ms(pass_dst),
         "pass_dst_from": dst_pace,
         "spread_ms": _ms(spread),
+        # The gap's parts the events tell apart: each should be under a pass.
+        "before_stop_ms": _ms(s.src_stop - last_src),
+        "after_resume_ms": _ms(first_dst - s.dst_resume),
         "longest_gap_ms": _ms(_longest_gap(s, held)),
-        **_qemu_moments(s, held),
+        **moments,
         "steady_pass_ms": _steady(s),
         **_kept_marks(s, last_src, first_dst),
     }
