@@ -176,8 +176,8 @@ def compare_memory_except_counters(
     What can be proved of a destination whose guest ran before it could be
     compared (postcopy): the guest writes nothing but the counter byte of
     each page of its test range, so every other byte must still be the
-    source's.  Only chunks that differ are copied, with their counter
-    bytes zeroed, and compared again.
+    source's.  Chunks that differ are copied with their counter bytes
+    zeroed and compared again (as ``bytes``: a memcmp).
 
     :param base: the guest physical address of both dumps' first byte.
     :param counters: the test range ``[start, end)``, page aligned: its
@@ -198,15 +198,17 @@ def compare_memory_except_counters(
             continue
         first = max(counters[0] - base - chunk, 0)
         last = max(min(counters[1] - base - chunk, len(want)), first)
-        masked = []
-        for dump in (want, got):
-            copy = bytearray(dump)
-            copy[first:last:PAGE_SIZE] = bytes(len(range(first, last, PAGE_SIZE)))
-            masked.append(memoryview(copy))
-        for page in _differing_pages(masked[0], masked[1]):
+        zeros = bytes(len(range(first, last, PAGE_SIZE)))
+        masked_want, masked_got = bytearray(want), bytearray(got)
+        masked_want[first:last:PAGE_SIZE] = masked_got[first:last:PAGE_SIZE] = zeros
+        if masked_want == masked_got:
+            continue
+        for page in _differing_pages(memoryview(masked_want), memoryview(masked_got)):
             differing_pages += 1
             if len(bad) < MAX_REPORTED:
-                pairs = zip(masked[0][page : page + PAGE_SIZE], masked[1][page : page + PAGE_SIZE])
+                pairs = zip(
+                    masked_want[page : page + PAGE_SIZE], masked_got[page : page + PAGE_SIZE]
+                )
                 bad += [(base + chunk + page + i, a, b) for i, (a, b) in enumerate(pairs) if a != b]
     if differing_pages:
         bad = bad[:MAX_REPORTED]
