@@ -168,54 +168,14 @@ def compare_memory(expected: Dump, found: Dump, base: int, what: str) -> None:
     )
 
 
-def compare_memory_except_counters(
-    expected: Dump, found: Dump, base: int, counters: Tuple[int, int], what: str
-) -> None:
-    """Check two dumps are identical but for the guest's counter bytes.
-
-    What can be proved of a destination whose guest ran before it could be
-    compared (postcopy): the guest writes nothing but the counter byte of
-    each page of its test range, so every other byte must still be the
-    source's.  Chunks that differ are copied with their counter bytes
-    zeroed and compared again (as ``bytes``: a memcmp).
-
-    :param base: the guest physical address of both dumps' first byte.
-    :param counters: the test range ``[start, end)``, page aligned: its
-        pages' first bytes may differ.
-    :raise CheckFailure: naming the first differing addresses.
-    """
-    if len(expected) != len(found):
-        raise CheckFailure(f"{what}: dumps differ in size ({len(expected)} vs {len(found)} bytes)")
-    step = CHUNK_PAGES * PAGE_SIZE
-    bad: List[Tuple[int, int, int]] = []
-    differing_pages = 0
-    for chunk in range(0, len(expected), step):
-        want, got = (
-            memoryview(expected)[chunk : chunk + step],
-            memoryview(found)[chunk : chunk + step],
-        )
-        if same_bytes(want, got):
-            continue
-        first = max(counters[0] - base - chunk, 0)
-        last = max(min(counters[1] - base - chunk, len(want)), first)
-        zeros = bytes(len(range(first, last, PAGE_SIZE)))
-        masked_want, masked_got = bytearray(want), bytearray(got)
-        masked_want[first:last:PAGE_SIZE] = masked_got[first:last:PAGE_SIZE] = zeros
-        if masked_want == masked_got:
-            continue
-        for page in _differing_pages(memoryview(masked_want), memoryview(masked_got)):
-            differing_pages += 1
-            if len(bad) < MAX_REPORTED:
-                pairs = zip(
-                    masked_want[page : page + PAGE_SIZE], masked_got[page : page + PAGE_SIZE]
-                )
-                bad += [(base + chunk + page + i, a, b) for i, (a, b) in enumerate(pairs) if a != b]
-    if differing_pages:
-        bad = bad[:MAX_REPORTED]
-        raise CheckFailure(
-            f"{what} differ beyond the counter bytes:\n"
-            + _describe(bad, f"first {len(bad)} shown; {differing_pages} pages differ")
-        )
+def ranges_around(
+    ranges: Sequence[Tuple[int, int]], hole: Tuple[int, int]
+) -> List[Tuple[int, int]]:
+    """The parts of ``ranges`` (``[start, end)`` each) outside ``hole``, in order."""
+    parts = []
+    for start, end in ranges:
+        parts += [(start, min(end, hole[0])), (max(start, hole[1]), end)]
+    return [(start, end) for start, end in parts if start < end]
 
 
 def _differing_pages(a: memoryview, b: memoryview) -> Iterator[int]:
