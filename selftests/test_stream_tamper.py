@@ -730,3 +730,37 @@ def test_the_proxy_sends_on_what_the_rewriter_makes() -> None:
     [rewriter] = proxy.rewriters
     assert rewriter.report.reached_last_ram_section and len(fault.changes) == 1
     assert tamper_outcome(fault, [rewriter.report]) == fault.changes
+
+
+def test_the_proxy_reaches_the_destination_in_the_order_the_source_connected() -> None:
+    """QEMU before 8.0 takes the first connection for the main channel (multifd's come
+    after): a slow first dial must not let the second overtake it."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(TIMEOUT)
+        target = listener.getsockname()[:2]
+        dialled = threading.Event()
+
+        def dial() -> socket.socket:
+            if not dialled.is_set():
+                dialled.set()
+                threading.Event().wait(0.5)  # the first dial is the slow one
+            return socket.create_connection(target, TIMEOUT)
+
+        proxy = MigrationProxy(dial)
+        try:
+            address = proxy.start()
+            with socket.create_connection(address, TIMEOUT) as first:
+                assert dialled.wait(TIMEOUT)
+                with socket.create_connection(address, TIMEOUT) as second:
+                    first.sendall(b"1")
+                    second.sendall(b"2")
+                    accepted = [listener.accept()[0] for _ in range(2)]
+                    for sock in accepted:
+                        sock.settimeout(TIMEOUT)
+                    try:
+                        assert [sock.recv(1) for sock in accepted] == [b"1", b"2"]
+                    finally:
+                        for sock in accepted:
+                            sock.close()
+        finally:
+            proxy.close()

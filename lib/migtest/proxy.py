@@ -97,6 +97,7 @@ class MigrationProxy:
         self._server: Optional[asyncio.AbstractServer] = None
         self._writers: Set[asyncio.StreamWriter] = set()
         self._tasks: List[asyncio.Task[None]] = []
+        self._dialing: Optional[asyncio.Lock] = None
         self._flowing = asyncio.Event()
         self._flowing.set()
         #: The count of bytes forwarded at which the source's bytes stop.
@@ -118,8 +119,14 @@ class MigrationProxy:
         # dialled drops this connection too: the source is connected already.
         self._writers.add(writer)
         upstream: Optional[socket.socket] = None
+        if self._dialing is None:  # made in the proxy's loop (Python 3.9 binds it to one)
+            self._dialing = asyncio.Lock()
         try:
-            upstream = await self._loop.run_in_executor(None, self.dial)
+            # One at a time, in the order the source connected: QEMU before
+            # 8.0 takes the first connection for the main channel and the
+            # others for multifd's (later versions peek at their magic).
+            async with self._dialing:
+                upstream = await self._loop.run_in_executor(None, self.dial)
             upstream.setblocking(False)
             up_reader, up_writer = await asyncio.open_connection(sock=upstream)
         except (OSError, MigtestError) as exc:

@@ -10,7 +10,7 @@ the stopped source fails, naming the changed bytes.
 from typing import Callable, Tuple
 
 from migtest.arch import ArchProfile
-from migtest.errors import CheckFailure
+from migtest.errors import CheckFailure, Unavailable
 from migtest.proxy import FaultyChannel
 from migtest.scenarios import live_precopy
 from migtest.stream.regions import counter_pages, page_range, untouched_pages
@@ -43,6 +43,8 @@ class StreamTampering(MigrationTest):
     or on a page the guest never writes, which is sent once.  The tests
     spread over the transports a proxy can stand in front of: unix, tcp
     and fd (the bytes are the same; the destination's end differs).
+    Where pages leave the stream the proxy reads (multifd), it changes
+    nothing and says so.
 
     :avocado: enable
     :avocado: tags=migration,faults,tampering
@@ -80,6 +82,24 @@ class StreamTampering(MigrationTest):
         """
         self.start_pair()
         self.assert_caught(StalePageResent(self.pages(counter_pages)), "unix")
+
+    def test_pages_over_multifd_pass_untouched(self) -> None:
+        """Multifd: the pages leave the main stream for channels the proxy cannot rewrite.
+
+        The proxy passes every byte of every connection on unchanged and
+        says the fault does not apply: the migration completes and verifies.
+
+        :avocado: tags=tcp,multifd
+        """
+        pair = self.start_pair()
+        pair.set_capabilities({"multifd": True})
+        pair.set_parameters({"multifd-channels": 2})
+        fault = OneByteChanged(self.pages(counter_pages))
+        link = FaultyChannel(make_channel(self.transport("tcp")), tamper=fault)
+        live_precopy(pair, link)
+        self.verify_migration()
+        with self.assertRaisesRegex(Unavailable, "not applicable: pages were sent over multifd"):
+            link.tampered()
 
     def pages(self, which: Callable[[ArchProfile], Tuple[int, int]]) -> PageRange:
         """The RAM block and offsets of guest memory ``which`` picks, as the source maps them."""
