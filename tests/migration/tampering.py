@@ -60,7 +60,7 @@ class StreamTampering(MigrationTest):
         self.assert_caught(OneByteChanged(self.pages(counter_pages)), "unix")
 
     def test_two_pages_swapped(self) -> None:
-        """Two consecutive counter pages whose counters differ, their contents exchanged.
+        """Two counter pages sent one after the other, counters differing, contents exchanged.
 
         :avocado: tags=tcp
         """
