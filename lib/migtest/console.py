@@ -31,11 +31,12 @@ from typing import List, Optional, Tuple
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 #: Seconds between two reads.  Stamps are the kernel's, so reading late
 #: costs nothing but buffer space: QEMU's end holds :data:`SEND_BUFFER`
-#: (about 1,300 one-byte records; the fastest guest prints about 1,000
-#: bytes a second, measured on loongarch64 under TCG).
+#: (measured: 2,731 one-byte records; the fastest guest prints about 500
+#: bytes a second, x86_64 under TCG).
 READ_INTERVAL = 0.05
-#: Bytes QEMU's end may hold before a write would wait (the kernel caps it
-#: at ``net.core.wmem_max``; 212,992 by default hold 278 one-byte records).
+#: Bytes asked for QEMU's end before a write would wait (the kernel doubles
+#: it, and caps it at ``net.core.wmem_max``: 212,992 by default, which
+#: holds 556 one-byte records, still a second of console).
 SEND_BUFFER = 1 << 20
 #: Seconds :meth:`ConsoleRecorder.close` waits for the reader to end.
 CLOSE_TIMEOUT = 5.0
