@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import os
+import platform
 import shutil
 import signal
 from pathlib import Path
@@ -271,6 +272,9 @@ class MigrationTest(Test):
             "test": str(self.name),
             "arch": self.suite.profile.name,
             "accel": self.suite.accel,
+            # Where it ran: a job over several hosts (scripts/remote-run) or a
+            # merged report of several jobs tells the cells apart by it.
+            "host": platform.node(),
             # The newest destination is the one the migration went to.
             "qemu": {"src": self.pair.src.version_text, "dst": self.pair.dst.version_text},
             # What the source was set to migrate with: the plot shows its features.
