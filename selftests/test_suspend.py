@@ -13,7 +13,7 @@ import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any, Dict, Iterator
+from typing import Any, Dict, Iterator, Tuple
 
 import pytest
 from conftest import ROOT
@@ -31,6 +31,7 @@ from migtest.verify import (
     verify_suspended_migration,
 )
 from migtest.versions import binary_for
+from migtest.wait import wait_for
 
 #: What verify_suspended_migration says of a destination that runs.
 WOKEN = (
@@ -139,13 +140,27 @@ def test_a_woken_guest_fails_the_suspended_check(suspended: MigrationPair) -> No
 def test_a_guest_that_booted_again_fails_the_wakeup_check(
     suspended: MigrationPair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Woken, then reset: SeaBIOS boots the disk, the guest prints 'A' again."""
+    """Woken, then reset: SeaBIOS boots the disk, the guest prints 'A' again.
+
+    The stand-in waits for that 'A' before it returns: woken first, the
+    guest may print a 'B' before the reboot's 'A', and the check would
+    see the guest run before the reboot showed (that race made this
+    self-test fail now and then).  A reset while still suspended is no
+    reboot: SeaBIOS finds the S3 resume code in the CMOS and resumes.
+    """
     side = suspended.src
     wakeup = side.wakeup
+    printed = len(side.machine.console_text())
 
     def wakeup_then_reboot() -> None:
         wakeup()
         side.machine.cmd("system_reset")
+
+        def booted() -> Tuple[bool, str]:
+            text = side.machine.console_text()[printed:]
+            return "A" in text, text
+
+        wait_for(booted, what="the reset guest's 'A' (console since wakeup)", timeout=30)
 
     monkeypatch.setattr(side, "wakeup", wakeup_then_reboot)
     with pytest.raises(CheckFailure, match="booted again instead of resuming"):
