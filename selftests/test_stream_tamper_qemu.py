@@ -66,7 +66,10 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Saved]:
         pair.src.wait_for_dirty_sync(2)
         pair.allow_convergence()
         pair.src.wait_for_status("completed", fail_on=UNSUCCESSFUL)
-        yield Saved(pair, stream, pair.src.hmp("info mtree -f"))
+        try:
+            yield Saved(pair, stream, pair.src.hmp("info mtree -f"))
+        finally:
+            stream.unlink()  # 250 MB: not for pytest to keep with its last runs
 
 
 def load(saved: Saved, stream: Path) -> None:
@@ -100,16 +103,19 @@ def test_qemu_takes_the_tampered_stream_and_the_comparison_names_the_change(
     region = page_range(saved.mtree, *pages(saved.pair.profile))
     fault = make(region)
     tampered = tmp_path / "tampered.stream"
-    rewriter = StreamRewriter(fault)
-    with open(saved.stream, "rb") as source, open(tampered, "wb") as target:
-        while piece := source.read(PIECE):
-            target.write(rewriter.feed(piece))
-        target.write(rewriter.finish())
-    changes = tamper_outcome(fault, [rewriter.report])
-    require_survived(changes)
-    with open(saved.stream, "rb") as original, open(tampered, "rb") as rewritten:
-        assert_rewritten_as_reported(original, rewritten, changes, region)
-    load(saved, tampered)
+    try:
+        rewriter = StreamRewriter(fault)
+        with open(saved.stream, "rb") as source, open(tampered, "wb") as target:
+            while piece := source.read(PIECE):
+                target.write(rewriter.feed(piece))
+            target.write(rewriter.finish())
+        changes = tamper_outcome(fault, [rewriter.report])
+        require_survived(changes)
+        with open(saved.stream, "rb") as original, open(tampered, "rb") as rewritten:
+            assert_rewritten_as_reported(original, rewritten, changes, region)
+        load(saved, tampered)
+    finally:
+        tampered.unlink(missing_ok=True)  # 250 MB
     with pytest.raises(CheckFailure) as caught:
         assert_memory_identical(saved.pair)
     check_failure_names(str(caught.value), changes)
