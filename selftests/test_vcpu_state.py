@@ -20,7 +20,13 @@ from migtest.vcpu_state import (
     layout_for,
     parse_registers,
 )
-from migtest.verify import assert_guest_runs, assert_vcpus_identical, verify_migration
+from migtest.verify import (
+    assert_guest_runs,
+    assert_vcpus_as_snapshot,
+    assert_vcpus_identical,
+    snapshot_vcpus,
+    verify_migration,
+)
 
 #: Dumps saved from real migrations, the source stopped and the destination
 #: paused after a live precopy:
@@ -337,6 +343,17 @@ def test_real_destination_that_ran_fails_naming_registers(migrated: MigrationPai
         match=r"CPU#0 (EAX|EIP|EBX|ECX|EFL): \w+ on the source, \w+ on the destination",
     ):
         assert_vcpus_identical(migrated)
+
+
+def test_real_snapshot_of_another_state_fails(migrated: MigrationPair) -> None:
+    """CPR compares with a snapshot of a QEMU that is gone: the same comparison."""
+    snapshot = snapshot_vcpus(migrated.src)
+    assert_vcpus_as_snapshot(snapshot, migrated)
+    changed = re.sub(r"EBX=([0-9a-f]{8})", "EBX=0badc0de", snapshot)
+    with pytest.raises(
+        CheckFailure, match=r"CPU#0 EBX: 0badc0de on the source, [0-9a-f]{8} on the"
+    ):
+        assert_vcpus_as_snapshot(changed, migrated)
 
 
 def test_real_check_refuses_a_running_side(migrated: MigrationPair) -> None:

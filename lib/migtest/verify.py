@@ -112,10 +112,26 @@ def assert_vcpus_identical(pair: MigrationPair) -> None:
     :raise CheckFailure: a register differs, naming the vCPU, the register
         and both values.
     """
-    for side in (pair.src, pair.dst):
-        require_paused(side.machine, "its vCPUs can be compared")
+    assert_vcpus_as_snapshot(snapshot_vcpus(pair.src), pair)
+
+
+def snapshot_vcpus(side: Endpoint) -> str:
+    """The paused ``side``'s vCPU state, for :func:`assert_vcpus_as_snapshot`.
+
+    For a QEMU that will be gone when its successor is checked (CPR).
+    """
+    require_paused(side.machine, "its vCPUs can be compared")
+    return side.hmp(HMP_COMMAND)
+
+
+def assert_vcpus_as_snapshot(snapshot: str, pair: MigrationPair) -> None:
+    """The paused destination's vCPUs show the state ``snapshot`` holds (the source's).
+
+    :raise CheckFailure: see :func:`assert_vcpus_identical`.
+    """
+    destination = snapshot_vcpus(pair.dst)
     run = Run(pair.profile.name, pair.params.accel, pair.src.version, pair.dst.version)
-    result = check_vcpu_states(pair.src.hmp(HMP_COMMAND), pair.dst.hmp(HMP_COMMAND), run)
+    result = check_vcpu_states(snapshot, destination, run)
     for line in [*result.known, *result.unshown]:
         _log.info("vCPU state not compared as equal: %s", line)
 

@@ -26,7 +26,9 @@ from migtest.verify import (
     assert_guest_runs,
     assert_ram_as_snapshot,
     assert_run_state,
+    assert_vcpus_as_snapshot,
     snapshot_ram,
+    snapshot_vcpus,
 )
 
 #: Implicit RAM blocks (ROMs, firmware) in memfds, so that cpr-transfer
@@ -58,7 +60,7 @@ def save_and_restart(pair: MigrationPair, mode: str, in_place: bool) -> Migratio
     assert_run_state(src, "postmigrate", STOPPED)
     channel.check_written()
     channel.read_stream()
-    snapshot = snapshot_ram(src.machine, pair.profile)
+    snapshot, vcpus = snapshot_ram(src.machine, pair.profile), snapshot_vcpus(src)
     src.machine.shutdown()  # as the docs say: quit once postmigrate
     pair.start_destination()
     dst = pair.dst
@@ -67,6 +69,7 @@ def save_and_restart(pair: MigrationPair, mode: str, in_place: bool) -> Migratio
     dst.listen(channel.listen_target(dst))
     dst.wait_for_status("completed", fail_on=UNSUCCESSFUL)
     test_range = assert_ram_as_snapshot(snapshot, dst.machine, pair.profile, "the old QEMU")
+    assert_vcpus_as_snapshot(vcpus, pair)
     check_counter_pattern(test_range, pair.profile.test_range[0])
     return final
 
@@ -172,7 +175,7 @@ class Cpr(MigrationTest):
         src.require_transport("file")
         pid = src.machine.pid
         src.stop()  # so that the RAM compared with is the RAM saved
-        snapshot = snapshot_ram(src.machine, pair.profile)
+        snapshot, vcpus = snapshot_ram(src.machine, pair.profile), snapshot_vcpus(src)
         channel = FileChannel()
         channel.create(pair.workdir)
         pair.exec_destination(channel.send_target(src, src), dst_args=AUX_RAM_SHARE)
@@ -189,5 +192,6 @@ class Cpr(MigrationTest):
         dst.listen(channel.listen_target(dst))
         dst.wait_for_status("completed", fail_on=UNSUCCESSFUL)
         test_range = assert_ram_as_snapshot(snapshot, dst.machine, pair.profile, "the old QEMU")
+        assert_vcpus_as_snapshot(vcpus, pair)
         check_counter_pattern(test_range, pair.profile.test_range[0])
         run_on(pair)
