@@ -375,3 +375,22 @@ def test_ppc64_decrementer_is_compared_within_a_version() -> None:
     destination = read(stem, "dst").replace("DECR 18446744073287156916", "DECR 0")
     with pytest.raises(CheckFailure, match="CPU#0 DECR: 18446744073287156916 on the source, 0 on"):
         check_vcpu_states(read(stem, "src"), destination, run_of(stem))
+
+
+def test_every_known_bug_of_the_vcpu_comparison_is_a_registered_finding() -> None:
+    """One registry: a register QEMU migrates wrong names a finding of migtest.findings."""
+    from migtest.findings import FINDINGS_BY_ID
+    from migtest.vcpu_state import KNOWN_DIFFERENCES
+
+    bugs = [entry for entry in KNOWN_DIFFERENCES if entry.finding]
+    assert bugs
+    for entry in bugs:
+        finding = FINDINGS_BY_ID[entry.finding]
+        assert any(entry.arch in scope.arches for scope in finding.scopes), entry.finding
+        line = (
+            f"vCPU state: CPU#0 {entry.register}: 1 on the source, 0 on the destination "
+            f"(known QEMU finding {entry.finding}: {entry.why})"
+        )
+        assert finding.shows.search(line), entry.finding
+        # Another register's note does not show it.
+        assert not finding.shows.search(line.replace(f" {entry.register}:", " R1:")), entry.finding

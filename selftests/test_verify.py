@@ -141,3 +141,17 @@ def test_a_failed_migration_quotes_the_destinations_reason(
     assert "the migration failed" in message
     assert "dst (QEMU " in message and "src (QEMU " in message
     assert "Size mismatch: pc.ram" in message, message
+
+
+def test_a_known_bug_the_vcpu_comparison_allows_is_noted_on_the_pair() -> None:
+    """The check passes within what the finding allows, and the pair says which finding."""
+    from migtest.vcpu_state import Run, compare_vcpus
+
+    run = Run("ppc64", "tcg", (7, 2, 22), (10, 0, 13))
+    result = compare_vcpus({0: {"DECR": ("00000abc",)}}, {0: {"DECR": ("00000000",)}}, run)
+    assert result.differences == []
+    assert result.findings == ["ppc64-decr-before-8.2"]
+    # The same pair of values within one version is no finding: a failure.
+    same = Run("ppc64", "tcg", (10, 0, 13), (10, 0, 13))
+    failing = compare_vcpus({0: {"DECR": ("00000abc",)}}, {0: {"DECR": ("00000000",)}}, same)
+    assert failing.differences and failing.findings == []

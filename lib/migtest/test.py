@@ -24,7 +24,7 @@ from avocado.core.exceptions import TestInterrupt
 from .artifacts import METRICS_FILE, PLOT_FILE, TRACE_FILE
 from .downtime import felt_downtime_of
 from .errors import MigtestError, QMPError, Unavailable
-from .findings import Hit, expected_to_fail, explain
+from .findings import FINDINGS_BY_ID, Hit, expected_to_fail, explain
 from .machine import QEMUMachine, end_with_job, stop_all
 from .metrics import read_settings, summarize
 from .pair import MigrationPair
@@ -106,6 +106,7 @@ def _end_as_the_scenario_says(method: Callable[..., None]) -> Callable[..., None
                 raise
             self.known_finding(hit)
         self._flag_findings_not_reproduced()
+        self._flag_findings_shown()
 
     return test
 
@@ -370,6 +371,22 @@ class MigrationTest(Test):
             return None
         output = [self.pair.src.machine.output, self.pair.dst.machine.output]
         return explain_all(where, failure, output)
+
+    def _flag_findings_shown(self) -> None:
+        """Warn for each known QEMU finding a check saw and allowed (a WARN).
+
+        Every check passed, the one that saw it only as far as the finding
+        allows; the WARN names the finding and keeps what showed it.
+        """
+        pair: Optional[MigrationPair] = getattr(self, "pair", None)
+        for finding_id, evidence in (pair.findings_shown if pair else {}).items():
+            finding = FINDINGS_BY_ID[finding_id]
+            self.log.warning(
+                "known QEMU finding %s showed; every check passed, this one as far as the "
+                "finding allows: %s",
+                finding.describe(),
+                "; ".join(evidence),
+            )
 
     def _flag_findings_not_reproduced(self) -> None:
         """Warn when a migration completed where a finding says none can.

@@ -326,6 +326,9 @@ class Comparison:
     known: List[str] = field(default_factory=list)
     #: Registers only one version shows (a migration across versions).
     unshown: List[str] = field(default_factory=list)
+    #: The ids of the known QEMU findings (:mod:`migtest.findings`) the
+    #: allowed differences showed: the test passes, but says so.
+    findings: List[str] = field(default_factory=list)
 
 
 def compare_vcpus(
@@ -376,6 +379,8 @@ def _compare_register(
         if entry.applies(run, name) and entry.allows(src, dst):
             label = f"known QEMU finding {entry.finding}" if entry.finding else entry.kind
             result.known.append(f"{line} ({label}: {entry.why})")
+            if entry.finding and entry.finding not in result.findings:
+                result.findings.append(entry.finding)
             return
     result.differences.append(line)
 

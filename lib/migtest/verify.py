@@ -107,7 +107,8 @@ def assert_vcpus_identical(pair: MigrationPair) -> None:
     Registers, control registers, FPU and vector state, as ``info
     registers -a`` shows them, before the destination ran an instruction.
     Differences :data:`~migtest.vcpu_state.KNOWN_DIFFERENCES` allows are
-    logged with their reason.
+    logged with their reason; those that are known QEMU bugs are noted on
+    the pair, and the test says so (a WARN naming the finding).
 
     :raise CheckFailure: a register differs, naming the vCPU, the register
         and both values.
@@ -134,6 +135,8 @@ def assert_vcpus_as_snapshot(snapshot: str, pair: MigrationPair) -> None:
     result = check_vcpu_states(snapshot, destination, run)
     for line in [*result.known, *result.unshown]:
         _log.info("vCPU state not compared as equal: %s", line)
+    for finding in result.findings:
+        pair.note_finding(finding, "vCPU state", [line for line in result.known if finding in line])
 
 
 def snapshot_ram(machine: QEMUMachine, profile: ArchProfile) -> List[memoryview]:
