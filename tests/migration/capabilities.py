@@ -20,7 +20,10 @@ class Xbzrle(MigrationTest):
     """
 
     def test_xbzrle(self) -> None:
-        """Three syncs, so pages go again as deltas; the cache must have been used."""
+        """Three syncs, so pages go again as deltas; the cache must have been used.
+
+        :avocado: tags=qtest-7.2
+        """
         pair = self.start_pair()
         pair.set_capabilities({"xbzrle": True})
         pair.src.set_parameters({"xbzrle-cache-size": 32 * MiB})
@@ -90,7 +93,7 @@ class AutoConverge(MigrationTest):
 
         QEMU's own migration-test checks only that throttling starts.
 
-        :avocado: tags=seed
+        :avocado: tags=seed,qtest-7.2
         """
         self.climb(initial=5, increment=50, maximum=95, until=55)
 

@@ -17,7 +17,10 @@ class BadDestination(MigrationTest):
     """
 
     def test_nobody_listening(self) -> None:
-        """A refused connection: setup, then failed, and the guest runs on."""
+        """A refused connection: setup, then failed, and the guest runs on.
+
+        :avocado: tags=qtest-7.2
+        """
         pair = self.start_pair()
         # A bound socket that never listens: its port refuses connections,
         # and no other process can take it while the test runs.

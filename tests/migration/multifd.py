@@ -49,7 +49,10 @@ class Multifd(MigrationTest):
         return final
 
     def test_tcp(self) -> None:
-        """Four channels over TCP, named by a URI."""
+        """Four channels over TCP, named by a URI.
+
+        :avocado: tags=qtest-7.2
+        """
         self.multifd_precopy()
 
     def test_channels(self) -> None:
@@ -57,11 +60,17 @@ class Multifd(MigrationTest):
         self.multifd_precopy(TcpChannel(as_channels=True))
 
     def test_zlib(self) -> None:
-        """Pages compressed with zlib, at a level read back on both sides."""
+        """Pages compressed with zlib, at a level read back on both sides.
+
+        :avocado: tags=qtest-7.2
+        """
         self.multifd_precopy(compression="zlib", parameters={"multifd-zlib-level": 2})
 
     def test_zstd(self) -> None:
-        """Pages compressed with zstd, at a level read back on both sides."""
+        """Pages compressed with zstd, at a level read back on both sides.
+
+        :avocado: tags=qtest-7.2
+        """
         self.multifd_precopy(compression="zstd", parameters={"multifd-zstd-level": 2})
 
     def test_qpl(self) -> None:
@@ -92,6 +101,8 @@ class Multifd(MigrationTest):
         QEMU promises that a cancelled migration leaves the source as it
         was: the guest runs, and a second migration, to a new destination,
         completes over multifd and is verified byte for byte.
+
+        :avocado: tags=qtest-7.2
         """
         self.cancel_then_migrate_again(postcopy_ram=False)
 

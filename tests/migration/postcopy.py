@@ -44,7 +44,10 @@ class Postcopy(MigrationTest):
     """
 
     def test_postcopy(self) -> None:
-        """Switch to postcopy after one pass; the destination reports its blocktime."""
+        """Switch to postcopy after one pass; the destination reports its blocktime.
+
+        :avocado: tags=qtest-7.2
+        """
         self.start_postcopy_pair()
         self.pair.dst.set_capabilities({"postcopy-blocktime": True})
         postcopy(self.pair, "unix")
@@ -59,6 +62,8 @@ class Postcopy(MigrationTest):
         Postcopy is throttled to 4 KiB/s so it cannot finish before the
         pause.  Paused, both sides must wait in postcopy-paused: never
         failed (the guest would be lost), active or completed.
+
+        :avocado: tags=qtest-7.2
         """
         self.start_postcopy_pair()
         postcopy_recovered(self.pair, "unix", "unix")
@@ -99,13 +104,19 @@ class PostcopyPreempt(MigrationTest):
     """
 
     def test_preempt(self) -> None:
-        """Switch to postcopy-preempt after one pass, to completion."""
+        """Switch to postcopy-preempt after one pass, to completion.
+
+        :avocado: tags=qtest-7.2
+        """
         self.start_postcopy_pair("postcopy-preempt")
         postcopy(self.pair, "unix")
         self.verify_migration()
 
     def test_preempt_recovery(self) -> None:
-        """Postcopy-preempt paused and recovered over new channels."""
+        """Postcopy-preempt paused and recovered over new channels.
+
+        :avocado: tags=qtest-7.2
+        """
         self.start_postcopy_pair("postcopy-preempt")
         postcopy_recovered(self.pair, "unix", "unix")
         self.verify_migration()

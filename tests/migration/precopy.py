@@ -32,7 +32,7 @@ class Precopy(MigrationTest):
     def test_unix(self) -> None:
         """Precopy over a unix socket.
 
-        :avocado: tags=seed,unix
+        :avocado: tags=seed,unix,qtest-7.2
         """
         self.live_precopy("unix")
 
@@ -46,7 +46,7 @@ class Precopy(MigrationTest):
     def test_tcp(self) -> None:
         """Precopy over TCP on the loopback address.
 
-        :avocado: tags=seed,tcp
+        :avocado: tags=seed,tcp,qtest-7.2
         """
         self.live_precopy("tcp")
 
@@ -56,7 +56,7 @@ class Precopy(MigrationTest):
         Once the migration is done, neither QEMU may keep the descriptor
         under its name: closefd must fail on both sides.
 
-        :avocado: tags=seed,fd
+        :avocado: tags=seed,fd,qtest-7.2
         """
         name = self.live_precopy("fd").label
         for side in (self.pair.src, self.pair.dst):

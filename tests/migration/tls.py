@@ -106,17 +106,26 @@ class Tls(MigrationTest):
         self.pair.set_parameters({"multifd-channels": 4})
 
     def test_psk_match(self) -> None:
-        """Both sides hold the same pre-shared key: the migration completes."""
+        """Both sides hold the same pre-shared key: the migration completes.
+
+        :avocado: tags=qtest-7.2
+        """
         self.psk_pair()
         self.migrate_over_tls()
 
     def test_psk_over_unix(self) -> None:
-        """The same over a unix socket: PSK needs no hostname."""
+        """The same over a unix socket: PSK needs no hostname.
+
+        :avocado: tags=qtest-7.2
+        """
         self.psk_pair()
         self.migrate_over_tls("unix")
 
     def test_psk_mismatch(self) -> None:
-        """The source's key is not the destination's: the handshake fails."""
+        """The source's key is not the destination's: the handshake fails.
+
+        :avocado: tags=qtest-7.2
+        """
         self.psk_pair(src_key=b"\x00" * 32)
         self.migration_refused(src_says="TLS handshake failed", dst_says="TLS handshake failed")
 
@@ -144,17 +153,26 @@ class Tls(MigrationTest):
         )
 
     def test_x509_default_host(self) -> None:
-        """The server's certificate names 127.0.0.1, the address the source dials."""
+        """The server's certificate names 127.0.0.1, the address the source dials.
+
+        :avocado: tags=qtest-7.2
+        """
         self.x509_pair()
         self.migrate_over_tls()
 
     def test_x509_override_host(self) -> None:
-        """tls-hostname names the server instead of the address dialled."""
+        """tls-hostname names the server instead of the address dialled.
+
+        :avocado: tags=qtest-7.2
+        """
         self.x509_pair(("qemu.example.org",), hostname="qemu.example.org")
         self.migrate_over_tls()
 
     def test_x509_hostile_client(self) -> None:
-        """The client's certificate is of another CA (of the same name): refused."""
+        """The client's certificate is of another CA (of the same name): refused.
+
+        :avocado: tags=qtest-7.2
+        """
         ca = CertificateAuthority()
         hostile = CertificateAuthority(ca.name)
         ca.issue_server(self.credentials("dst"))
@@ -178,17 +196,26 @@ class Tls(MigrationTest):
         )
 
     def test_x509_reject_anon_client(self) -> None:
-        """A client without a certificate, a server that verifies clients: refused."""
+        """A client without a certificate, a server that verifies clients: refused.
+
+        :avocado: tags=qtest-7.2
+        """
         self.anonymous_client_pair(server_verifies=True)
         self.migration_refused(src_says=SOURCE_CUT_OFF, dst_says="No certificate was found")
 
     def test_x509_allow_anon_client(self) -> None:
-        """A client without a certificate, a server that does not ask: completes."""
+        """A client without a certificate, a server that does not ask: completes.
+
+        :avocado: tags=qtest-7.2
+        """
         self.anonymous_client_pair(server_verifies=False)
         self.migrate_over_tls()
 
     def test_x509_friendly_client(self) -> None:
-        """The server lets in only the client it names (``tls-authz``): that one completes."""
+        """The server lets in only the client it names (``tls-authz``): that one completes.
+
+        :avocado: tags=qtest-7.2
+        """
         self.x509_pair()
         self.authorize_client("CN=migtest client")
         self.migrate_over_tls()
@@ -222,7 +249,10 @@ class Tls(MigrationTest):
         )
 
     def test_x509_mismatch_host(self) -> None:
-        """The certificate names another host: the source refuses the server."""
+        """The certificate names another host: the source refuses the server.
+
+        :avocado: tags=qtest-7.2
+        """
         self.x509_pair(("qemu.example.org",), hostname="other.example.org")
         self.migration_refused(
             src_says="does not match the hostname other.example.org",
@@ -233,7 +263,10 @@ class Tls(MigrationTest):
     # -- multifd ----------------------------------------------------------------
 
     def test_multifd_psk_match(self) -> None:
-        """Four multifd channels, each over PSK: the migration completes."""
+        """Four multifd channels, each over PSK: the migration completes.
+
+        :avocado: tags=qtest-7.2
+        """
         self.psk_pair()
         self.multifd_over_tls()
         final = live_precopy(self.pair, "tcp")
@@ -241,13 +274,19 @@ class Tls(MigrationTest):
         self.verify_migration()
 
     def test_multifd_psk_mismatch(self) -> None:
-        """The same with a key the destination does not hold: refused."""
+        """The same with a key the destination does not hold: refused.
+
+        :avocado: tags=qtest-7.2
+        """
         self.psk_pair(src_key=b"\x00" * 32)
         self.multifd_over_tls()
         self.migration_refused(src_says="TLS handshake failed", dst_says="TLS handshake failed")
 
     def test_multifd_x509(self) -> None:
-        """Four multifd channels, each over x509: the migration completes."""
+        """Four multifd channels, each over x509: the migration completes.
+
+        :avocado: tags=qtest-7.2
+        """
         self.x509_pair()
         self.multifd_over_tls()
         final = live_precopy(self.pair, "tcp")
@@ -260,6 +299,8 @@ class Tls(MigrationTest):
         Unlike a single channel, the destination waits on (7.2 and 11.1.3
         alike): presumably it starts loading only once every channel is
         there, so the aborted handshake leaves it nothing to fail on.
+
+        :avocado: tags=qtest-7.2
         """
         self.x509_pair(("qemu.example.org",), hostname="other.example.org")
         self.multifd_over_tls()
@@ -275,25 +316,37 @@ class Tls(MigrationTest):
         self.enable_postcopy(*more)
 
     def test_postcopy_psk(self) -> None:
-        """Postcopy over PSK: the destination pulls pages through TLS."""
+        """Postcopy over PSK: the destination pulls pages through TLS.
+
+        :avocado: tags=qtest-7.2
+        """
         self.postcopy_psk_pair()
         postcopy(self.pair, "tcp")
         self.verify_migration()
 
     def test_postcopy_recovery_psk(self) -> None:
-        """Postcopy over PSK paused, then recovered over a new TLS connection."""
+        """Postcopy over PSK paused, then recovered over a new TLS connection.
+
+        :avocado: tags=qtest-7.2
+        """
         self.postcopy_psk_pair()
         postcopy_recovered(self.pair, "tcp", "tcp")
         self.verify_migration()
 
     def test_postcopy_preempt_psk(self) -> None:
-        """Postcopy-preempt over PSK: its second channel does a handshake too."""
+        """Postcopy-preempt over PSK: its second channel does a handshake too.
+
+        :avocado: tags=qtest-7.2
+        """
         self.postcopy_psk_pair("postcopy-preempt")
         postcopy(self.pair, "tcp")
         self.verify_migration()
 
     def test_postcopy_preempt_recovery_psk(self) -> None:
-        """Postcopy-preempt over PSK, paused and recovered."""
+        """Postcopy-preempt over PSK, paused and recovered.
+
+        :avocado: tags=qtest-7.2
+        """
         self.postcopy_psk_pair("postcopy-preempt")
         postcopy_recovered(self.pair, "tcp", "tcp")
         self.verify_migration()

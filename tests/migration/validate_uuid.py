@@ -32,13 +32,19 @@ class ValidateUuid(MigrationTest):
         self.pair.migrate("unix")
 
     def test_same_uuid(self) -> None:
-        """The same UUID on both sides: the migration goes ahead."""
+        """The same UUID on both sides: the migration goes ahead.
+
+        :avocado: tags=qtest-7.2
+        """
         self.migrate_with_uuids(UUID_A, UUID_A)
         self.pair.wait_for_completion()
         self.verify_migration()
 
     def test_different_uuid(self) -> None:
-        """Different UUIDs: refused; the destination exits, the source runs on."""
+        """Different UUIDs: refused; the destination exits, the source runs on.
+
+        :avocado: tags=qtest-7.2
+        """
         self.migrate_with_uuids(UUID_A, UUID_B)
         self.pair.src.wait_for_status("failed", fail_on=("completed",))
         self.assertNotEqual(self.pair.dst.machine.wait_for_exit(timeout=60), 0)
@@ -46,13 +52,19 @@ class ValidateUuid(MigrationTest):
         self.assert_guest_runs(self.pair.src.machine)
 
     def test_uuid_only_on_source(self) -> None:
-        """Nothing to compare with: the migration goes ahead."""
+        """Nothing to compare with: the migration goes ahead.
+
+        :avocado: tags=qtest-7.2
+        """
         self.migrate_with_uuids(UUID_A, None)
         self.pair.wait_for_completion()
         self.verify_migration()
 
     def test_uuid_only_on_destination(self) -> None:
-        """Nothing to compare with: the migration goes ahead."""
+        """Nothing to compare with: the migration goes ahead.
+
+        :avocado: tags=qtest-7.2
+        """
         self.migrate_with_uuids(None, UUID_B)
         self.pair.wait_for_completion()
         self.verify_migration()
