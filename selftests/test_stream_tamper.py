@@ -55,6 +55,7 @@ from migtest.stream.tamper import (
     PageFault,
     PageRange,
     PageRecord,
+    StalePageInstead,
     StalePageResent,
     TamperError,
     TwoPagesSwapped,
@@ -296,7 +297,7 @@ def test_a_fault_with_nothing_to_strike_changes_nothing(
     fault = make(fixture_region(path, counter_pages))
     out, _ = rewrite(data, fault)
     assert out == data and not fault.changes
-    assert fault.seen == {"earlier": 25344, "final": 0}
+    assert fault.seen == {"earlier": 25344, "final": 0, "postcopy": 0}
 
 
 def test_pieces_of_any_size_give_the_same_stream() -> None:
@@ -517,7 +518,6 @@ def made_none(data: bytes) -> Tuple[bytes, StreamRewriter, PageFault]:
     [
         (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(600), "TLS"),
         (u(4, 0x11223344) + u(4, 1) + bytes(100), "multifd"),
-        (Made().command(3, bytes(16)).end(), "postcopy"),  # POSTCOPY_ADVISE
         (
             Made(
                 config=b"\x07" + u(4, 2) + b"pc\x05" + idstr("strange") + u(4, 1) + bytes(9)
@@ -530,7 +530,7 @@ def made_none(data: bytes) -> Tuple[bytes, StreamRewriter, PageFault]:
             "without section footers",
         ),
     ],
-    ids=["tls", "multifd-channel", "postcopy", "configuration", "rdma", "no-footers"],
+    ids=["tls", "multifd-channel", "configuration", "rdma", "no-footers"],
 )
 def test_what_cannot_be_rewritten_is_not_applicable(data: bytes, why: str) -> None:
     _, rewriter, fault = made_none(data)
@@ -558,7 +558,9 @@ def test_a_stream_cut_inside_a_page_passes_what_came() -> None:
 def test_nothing_struck_is_an_error_saying_what_was_there() -> None:
     data = Made().ram(END, record(FLAG_ZERO, 0, "ram0", b"\0")).end()
     _, rewriter, fault = made_none(data)
-    with pytest.raises(TamperError, match=r"nothing struck \(0 pages .* 1 in it\)"):
+    with pytest.raises(
+        TamperError, match=r"nothing struck \(0 pages .* 1 in it or after .*, 0 of them after\)"
+    ):
         tamper_outcome(fault, [rewriter.report])
 
 
@@ -764,3 +766,164 @@ def test_the_proxy_reaches_the_destination_in_the_order_the_source_connected() -
                             sock.close()
         finally:
             proxy.close()
+
+
+# -- postcopy: followed across the switch, faults after it ------------------------------
+
+#: POSTCOPY_ADVISE's payload: the host page size summary and the target page size.
+ADVISE = u(8, 4096) + u(8, 4096)
+#: A device section inside the package, with a footer of its own.
+PACKAGED_DEVICE = bytes([FULL]) + u(4, 2) + idstr("dev") + u(4, 0) + u(4, 4) + b"\x7e\0\0\0\2x"
+
+
+def package(first: int = 4, last: int = 5, device: bytes = PACKAGED_DEVICE) -> bytes:
+    """The switch to postcopy: PACKAGED, then LISTEN (4), a device section, PING, RUN (5)."""
+    body = (
+        bytes([COMMAND]) + u(2, first) + u(2, 0)
+        + device
+        + bytes([COMMAND]) + u(2, 2) + u(2, 4) + u(4, 3)  # PING 3
+        + bytes([COMMAND]) + u(2, last) + u(2, 0)
+    )  # fmt: skip
+    return bytes([COMMAND]) + u(2, 7) + u(2, 4) + u(4, len(body)) + body
+
+
+def made_postcopy(switch: Optional[bytes] = None, page_size: bytes = b"") -> bytes:
+    """A postcopy stream, as ``postcopy_start()`` orders it.
+
+    Advised before the RAM section starts; a precopy pass of ``ram0``'s
+    first 4 pages (counter 1, page 2 zero); at the switch a discard of
+    pages 0-3 and the package; then, after it, pages 0-3 pushed again
+    (counter 2 on pages 0-1, 1 on 3, page 2 zero) and the END section.
+
+    :param page_size: inserted after ``ram0``'s length in the block list
+        (postcopy's page size where it is not the host's).
+    """
+    made = Made()
+    made.data = b"QEVM" + u(4, 3) + b"\x07" + u(4, 2) + b"pc"
+    made.command(1, b"").command(2, u(4, 1)).command(3, ADVISE)  # OPEN_RETURN_PATH, PING 1
+    blocks = idstr("ram0") + u(8, BLOCKS["ram0"]) + page_size + idstr("ram1") + u(8, BLOCKS["ram1"])
+    made.section(START, 1, u(8, sum(BLOCKS.values()) | FLAG_MEM_SIZE) + blocks, "ram")
+    made.ram(
+        PART,
+        record(FLAG_PAGE, 0, "ram0", page(1)),
+        record(FLAG_PAGE, 4096, payload=page(1)),
+        record(FLAG_ZERO, 2 * 4096, payload=b"\0"),
+        record(FLAG_PAGE, 3 * 4096, payload=page(1)),
+    )
+    discard = b"\0" + idstr("ram0") + u(8, 0) + u(8, 4 * 4096)
+    made.command(6, discard).command(2, u(4, 2))  # POSTCOPY_RAM_DISCARD, PING 2
+    made.data += package() if switch is None else switch
+    made.ram(
+        PART,
+        record(FLAG_ZERO, 0, "ram1", b"\0"),  # the next record must name ram0 again
+        record(FLAG_PAGE, 0, "ram0", page(2)),
+        record(FLAG_PAGE, 4096, payload=page(2)),
+        record(FLAG_ZERO, 2 * 4096, payload=b"\0"),
+    )
+    return made.ram(END, record(FLAG_PAGE, 3 * 4096, "ram0", page(1))).end()
+
+
+def test_a_postcopy_stream_is_followed_across_the_switch_unchanged() -> None:
+    data = made_postcopy()
+    for piece in (1, 7, PIECE):
+        out, rewriter = rewrite(data, piece=piece)
+        assert out == data
+        report = rewriter.report
+        assert rewriter.done == "followed to its end" and report.reached_last_ram_section
+        assert report.misread is None and report.not_applicable is None
+        assert report.postcopy_advised and report.postcopy_at == data.index(package())
+        assert report.records["normal"] == 6 and report.records["zero"] == 3
+        assert "switched to postcopy at byte" in report.describe()
+    summary = read_stream(io.BytesIO(data))  # the judge's reader takes it too
+    assert [name for _, name in summary.commands][-1] == "PACKAGED"
+
+
+def test_a_block_page_size_postcopy_adds_is_crossed() -> None:
+    data = made_postcopy(page_size=u(8, 2 << 20))
+    out, rewriter = rewrite(data, OneByteChanged(RAM0, postcopy=True))
+    assert rewriter.report.blocks == BLOCKS and rewriter.report.misread is None
+    assert out != data and len(out) == len(data)
+
+
+def test_one_byte_changed_only_after_the_switch() -> None:
+    data = made_postcopy()
+    fault = OneByteChanged(RAM0, postcopy=True)
+    out, _ = rewrite(data, fault)
+    [change] = fault.changes
+    assert (change.offset, change.postcopy, change.final, change.at) == (0, True, True, change.at)
+    assert change.at > data.index(package()) and change.old == bytes(8)
+    assert "the postcopy phase" in change.describe() and "after the switch" in fault.describe()
+    assert package() in out and len(out) == len(data)
+    assert_rewritten_as_reported(data, out, fault.changes, RAM0)
+    assert tamper_outcome(fault, [rewrite(data)[1].report]) == fault.changes
+
+
+def test_a_zero_page_after_the_switch_arrives_as_text() -> None:
+    data = made_postcopy()
+    fault = ZeroPageAsData(RAM0, postcopy=True)
+    out, _ = rewrite(data, fault)
+    [change] = fault.changes
+    assert (change.offset, change.postcopy) == (2 * 4096, True)
+    assert change.at > data.index(package())  # not the zero page of the precopy pass
+    assert change.new == ZERO_PAGE_FILLER[:8]
+    assert_rewritten_as_reported(data, out, fault.changes, RAM0)
+
+
+def test_the_stale_copy_replaces_the_right_one_after_the_switch() -> None:
+    data = made_postcopy()
+    fault = StalePageInstead(RAM0)
+    out, _ = rewrite(data, fault)
+    [change] = fault.changes
+    assert (change.offset, change.old[0], change.new[0], change.postcopy) == (0, 2, 1, True)
+    assert len(out) == len(data)  # in place: no second copy
+    assert_rewritten_as_reported(data, out, fault.changes, RAM0)
+
+
+def test_a_stale_copy_is_only_one_that_differs() -> None:
+    """Page 3 holds after the switch what precopy sent: no stale copy to give it."""
+    region = PageRange("ram0", 3 * 4096, 4 * 4096, MiB)
+    fault = StalePageInstead(region)
+    assert rewrite(made_postcopy(), fault)[0] == made_postcopy() and not fault.changes
+
+
+def test_faults_after_the_switch_strike_nothing_in_a_precopy_stream() -> None:
+    data = made_with_pages()
+    for fault in (
+        OneByteChanged(RAM0, postcopy=True),
+        ZeroPageAsData(RAM0, postcopy=True),
+        TwoPagesSwapped(RAM0, postcopy=True),
+        StalePageInstead(RAM0),
+    ):
+        out, rewriter = rewrite(data, fault)
+        assert out == data and not fault.changes
+        with pytest.raises(TamperError, match=r"after the switch to postcopy.*nothing struck"):
+            tamper_outcome(fault, [rewriter.report])
+
+
+@pytest.mark.parametrize(
+    "switch, expected",
+    [
+        (package(first=2), "a package from POSTCOPY_LISTEN"),
+        (package(last=2), "a package from POSTCOPY_LISTEN"),
+        (bytes([COMMAND]) + u(2, 7) + u(2, 8) + u(8, 1), "a PACKAGED command of 4 bytes"),
+    ],
+    ids=["no-listen", "no-run", "length"],
+)
+def test_a_package_it_does_not_know_passes_unchanged_and_is_an_error(
+    switch: bytes, expected: str
+) -> None:
+    data = made_postcopy(switch)
+    fault = OneByteChanged(RAM0, postcopy=True)
+    out, rewriter = rewrite(data, fault)
+    assert out == data and not fault.changes
+    assert expected in (rewriter.report.misread or "")
+    with pytest.raises(TamperError, match="could not follow"):
+        tamper_outcome(fault, [rewriter.report])
+
+
+def test_a_stream_advised_but_never_switched_says_so() -> None:
+    data = Made().command(3, ADVISE).end()
+    fault = OneByteChanged(RAM0, postcopy=True)
+    _, rewriter = rewrite(data, fault)
+    with pytest.raises(TamperError, match="postcopy advised but never switched to"):
+        tamper_outcome(fault, [rewriter.report])

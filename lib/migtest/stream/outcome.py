@@ -20,7 +20,7 @@ from .tamper import Change, PageFault, TamperError
 class RewriteReport:
     """What a rewriter made of one connection's stream."""
 
-    #: Why the stream's pages cannot be rewritten (TLS, postcopy, ...), if so.
+    #: Why the stream's pages cannot be rewritten (TLS, RDMA, ...), if so.
     not_applicable: Optional[str] = None
     #: Where the rewriter could not follow a stream it should know, if so.
     misread: Optional[str] = None
@@ -31,6 +31,10 @@ class RewriteReport:
     records: Counter[str] = field(default_factory=Counter)
     #: The RAM blocks MEM_SIZE listed, with their lengths.
     blocks: Dict[str, int] = field(default_factory=dict)
+    #: Whether the source advised postcopy (POSTCOPY_ADVISE).
+    postcopy_advised: bool = False
+    #: The stream offset of the switch to postcopy (the PACKAGED command), if it came.
+    postcopy_at: Optional[int] = None
 
     def describe(self) -> str:
         if self.not_applicable:
@@ -38,6 +42,10 @@ class RewriteReport:
         how = "to the end of the last" if self.reached_last_ram_section else "not to the last"
         records = ", ".join(f"{n} {kind}" for kind, n in self.records.items()) or "none"
         text = f"followed {how} RAM section ({self.ram_sections} RAM sections; records: {records})"
+        if self.postcopy_at is not None:
+            text += f", switched to postcopy at byte {self.postcopy_at}"
+        elif self.postcopy_advised:
+            text += ", postcopy advised but never switched to"
         return text + (f"; misread {self.misread}" if self.misread else "")
 
 
@@ -53,7 +61,7 @@ def tamper_outcome(fault: PageFault, reports: Sequence[RewriteReport]) -> List[C
     """What ``fault`` changed in a migration whose connections' rewriters made ``reports``.
 
     :raise Unavailable: no connection carried a stream the rewriter could
-        rewrite (TLS, postcopy...), or the pages went where it does not
+        rewrite (TLS, RDMA...), or the pages went where it does not
         change them (multifd channels, compressed or XBZRLE records): the
         fault does not apply, a CANCEL.
     :raise TamperError: a rewriter could not follow a stream it should,
@@ -85,5 +93,6 @@ def tamper_outcome(fault: PageFault, reports: Sequence[RewriteReport]) -> List[C
         )
     raise TamperError(
         f"{fault.describe()}: nothing struck ({fault.seen['earlier']} pages of the range "
-        f"before the last RAM section, {fault.seen['final']} in it); {listed or 'no connection'}"
+        f"before the last RAM section, {fault.seen['final']} in it or after the switch to "
+        f"postcopy, {fault.seen['postcopy']} of them after); {listed or 'no connection'}"
     )

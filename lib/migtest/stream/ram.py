@@ -57,6 +57,18 @@ def flag_names(flags: int) -> str:
     return f"0x{flags:x} ({'|'.join(names + ([f'0x{unknown:x}?'] if unknown else [])) or 'none'})"
 
 
+def page_size_follows(data: bytes) -> bool:
+    """Whether the 8 bytes after a RAM block's length are its page size.
+
+    Postcopy adds a block's page size to the block list only where it is
+    not the host's (``ram_save_setup()``): a power of two from 1 KiB, which
+    neither the next block's name (its length byte is not 0) nor a record
+    header (it has flags in its low bits) can be.
+    """
+    value = int.from_bytes(data, "big")
+    return len(data) == 8 and value >= 1024 and value & (value - 1) == 0
+
+
 class RamReader:
     """Reads ``ram`` sections into a summary, keeping the block CONTINUE means.
 
@@ -129,11 +141,9 @@ class RamReader:
         r.where = context
 
     def _page_size_follows(self) -> bool:
-        """Postcopy adds a page size only when unusual: a power of two, unlike a header."""
         data = self.r.file.read(8)
         self.r.file.seek(-len(data), io.SEEK_CUR)
-        value = int.from_bytes(data, "big")
-        return len(data) == 8 and value >= 1024 and value & (value - 1) == 0
+        return page_size_follows(data)
 
     def _block_of(self, flags: int, start: int) -> RamBlock:
         r = self.r

@@ -1,4 +1,4 @@
-"""Following a live precopy stream, and letting a fault rewrite its page records.
+"""Following a live migration stream, and letting a fault rewrite its page records.
 
 :class:`StreamRewriter` reads a migration stream as a proxy passes it on
 (:mod:`.follow`): the header and configuration, every section header,
@@ -15,9 +15,15 @@ byte passes as it came.  A record the fault changed is encoded as QEMU
 would: the block named, or CONTINUE where the destination's last record
 was of the same block.
 
+A postcopy stream is followed across the switch: the device state comes
+packaged (a PACKAGED command), and every RAM record after it -- pages
+the source pushes and pages the destination asked for -- is the page's
+last copy, marked so for the fault (:attr:`~.tamper.PageRecord.postcopy`).
+The return path, the other way, is no business of the rewriter.
+
 Where the stream cannot be followed it says why, and passes everything
 on unchanged: a stream that is no migration stream (TLS, a multifd
-channel), postcopy (pages may come again on request), RDMA, a
+channel, a postcopy's preempt channel or recovery), RDMA, a
 configuration it cannot size.  Where the pages go elsewhere (multifd,
 compression, XBZRLE), the fault finds nothing to strike.
 """
@@ -55,7 +61,7 @@ from .model import (
     VMDESC,
 )
 from .outcome import RewriteReport
-from .ram import flag_names
+from .ram import flag_names, page_size_follows
 from .tamper import PageFault, PageRecord
 
 #: The first four bytes of channels that carry no migration stream.
@@ -64,6 +70,9 @@ OTHER_CHANNELS = {
 }
 #: The byte a TLS handshake starts with (a record of type handshake).
 TLS_HANDSHAKE = 0x16
+#: The commands a postcopy package starts and ends with: POSTCOPY_LISTEN, POSTCOPY_RUN.
+PACKAGE_OPENS = bytes([COMMAND]) + COMMANDS.index("POSTCOPY_LISTEN").to_bytes(2, "big") + bytes(2)
+PACKAGE_CLOSES = bytes([COMMAND]) + COMMANDS.index("POSTCOPY_RUN").to_bytes(2, "big") + bytes(2)
 #: Records that carry no page, as reports count them.
 RECORD_NAMES = {FLAG_EOS: "eos", FLAG_MEM_SIZE: "mem-size", FLAG_MULTIFD_FLUSH: "multifd-flush"}
 
@@ -83,6 +92,8 @@ class StreamRewriter(Follower):
         self._src_block: Optional[str] = None  # the block CONTINUE means in what came
         self._dst_block: Optional[str] = None  # ... and in what was passed on
         self._names: Dict[bytes, str] = {}  # the RAM blocks, by their names' bytes
+        #: Whether the switch to postcopy passed: every RAM record since is a page's last copy.
+        self.postcopy = False
 
     def misread(
         self, expected: str, found: str, at: Optional[int] = None, where: str = ""
@@ -191,7 +202,7 @@ class StreamRewriter(Follower):
             yield from self._cross(sid)
             return False
         self.report.ram_sections += 1
-        yield from self._ram(final=kind == END)
+        yield from self._ram(final=kind == END or self.postcopy)
         if self.footers is None:
             self.footers = (yield Peek(1)) == bytes([FOOTER])
         if self.footers:
@@ -241,11 +252,41 @@ class StreamRewriter(Follower):
         if not 0 < cmd < len(COMMANDS):
             raise self.misread(f"a command number 1-{len(COMMANDS) - 1}", str(cmd), start + 1)
         self.commit()
-        if COMMANDS[cmd] in ("POSTCOPY_ADVISE", "PACKAGED"):
-            raise self.not_applicable(
-                "postcopy: pages may be sent again on request, and device state is packaged"
-            )
+        name = COMMANDS[cmd]
+        if name == "POSTCOPY_ADVISE":
+            self.report.postcopy_advised = True
+        if name == "PACKAGED":
+            yield from self._package(start, length)
+            return
         yield Skip(length)
+
+    def _package(self, start: int, length: int) -> Parse:
+        """The switch to postcopy: the device state, packaged; RAM records follow it.
+
+        The package (a u32 length, then that many bytes) is a stream of its
+        own without a header: POSTCOPY_LISTEN first, the device sections,
+        POSTCOPY_RUN last (``postcopy_start()``, migration/migration.c).
+        It is passed whole once read (the destination reads it whole before
+        loading it); every RAM record after it is sent with the source
+        stopped, each page once (the destination discarded the pages dirty
+        at the switch, ``ram_postcopy_send_discard_bitmap()``): its last copy.
+        """
+        if length != 4:
+            raise self.misread("a PACKAGED command of 4 bytes (the package's length)", str(length))
+        size = yield from self._uint(4)
+        self.commit()
+        self.where = f"the package of {size} bytes at byte {start}"
+        package = yield Take(size)
+        listen, run = PACKAGE_OPENS, PACKAGE_CLOSES
+        if not (package.startswith(listen) and package.endswith(run)):
+            raise self.misread(
+                f"a package from POSTCOPY_LISTEN ({listen.hex()}) to POSTCOPY_RUN ({run.hex()})",
+                f"{package[:5].hex()}...{package[-5:].hex()}",
+                self.offset - size,
+            )
+        self.commit()
+        self.postcopy = True
+        self.report.postcopy_at = start
 
     def _ram(self, final: bool) -> Parse:
         """The records of one ``ram`` section, up to and including EOS."""
@@ -330,6 +371,8 @@ class StreamRewriter(Follower):
             length = yield from self._uint(8)
             self.report.blocks[name] = length
             self._names[name.encode()] = name
+            if self.report.postcopy_advised and page_size_follows((yield Peek(8))):
+                yield Take(8)  # the block's page size, sent where it is not the host's
             if "x-ignore-shared" in self.capabilities:
                 yield Take(8)  # the block's address
             seen += length
@@ -372,7 +415,16 @@ class StreamRewriter(Follower):
         assert fault is not None
         payload = yield Take(1 if kind == FLAG_ZERO else self.page_size)
         record = PageRecord(
-            block, addr, kind, payload, self.page_size, final, start, self._pending(), named
+            block,
+            addr,
+            kind,
+            payload,
+            self.page_size,
+            final,
+            start,
+            self._pending(),
+            named,
+            postcopy=self.postcopy,
         )
         self._send(fault.record(record), read=record)
 

@@ -19,6 +19,12 @@ the change will stay:
 Either way it watches the rest of the stream, and a later copy of a
 changed page from the source is recorded (:attr:`Change.resent_at`): the
 change did not survive.
+
+Made with ``postcopy=True``, a fault strikes only after the switch to
+postcopy, where every page the source sends -- pushed, or asked for by
+the destination -- is its last copy: the source has stopped and sends
+each page once (:class:`StalePageInstead` sends the stale copy in place
+of the right one, since a second copy there is not what QEMU sends).
 """
 
 from __future__ import annotations
@@ -92,6 +98,8 @@ class PageRecord:
     raw: Optional[bytes] = None
     #: Whether the source's header named the block (else CONTINUE: the last one).
     named: bool = True
+    #: Whether it came after the switch to postcopy (then ``final`` too).
+    postcopy: bool = False
 
     @property
     def content(self) -> bytes:
@@ -118,10 +126,12 @@ class Change:
     old: bytes  #: the source's bytes from there (up to :data:`SHOWN`)
     new: bytes  #: what the destination gets instead
     at: int  #: stream offset of the source's record of the page
-    final: bool  #: in the last RAM section
+    final: bool  #: in the last RAM section, or after the switch to postcopy
     #: Stream offsets of later records of the page from the source: each one
     #: replaced the change on the destination.
     resent_at: List[int] = field(default_factory=list)
+    #: Whether its record came after the switch to postcopy.
+    postcopy: bool = False
 
     @property
     def survived(self) -> bool:
@@ -129,7 +139,13 @@ class Change:
         return not self.resent_at
 
     def describe(self) -> str:
-        where = "the last RAM section" if self.final else "an earlier RAM section"
+        where = (
+            "the postcopy phase"
+            if self.postcopy
+            else "the last RAM section"
+            if self.final
+            else "an earlier RAM section"
+        )
         fate = (
             "never sent again"
             if self.survived
@@ -156,23 +172,31 @@ def changed(fault: str, region: PageRange, was: PageRecord, now: bytes) -> Chang
         new=now[first : first + SHOWN],
         at=was.at,
         final=was.final,
+        postcopy=was.postcopy,
     )
 
 
 class PageFault(ABC):
     """A fault on the pages of ``region``: strikes once, then watches.
 
+    :param postcopy: strike only after the switch to postcopy.
     :ivar changes: what it changed, once it struck.
     """
 
     #: What the fault does, in a few words, for reports.
     name: ClassVar[str]
 
-    def __init__(self, region: PageRange) -> None:
+    def __init__(self, region: PageRange, *, postcopy: bool = False) -> None:
         self.region = region
+        self.postcopy = postcopy
         self.changes: List[Change] = []
         #: Page records of the region seen, by kind: what was there to strike.
-        self.seen: Dict[str, int] = {"final": 0, "earlier": 0}
+        #: (``final`` counts those after the switch to postcopy too.)
+        self.seen: Dict[str, int] = {"final": 0, "earlier": 0, "postcopy": 0}
+
+    def in_phase(self, record: PageRecord) -> bool:
+        """Whether ``record`` is sent where the fault may strike: after the switch, if postcopy."""
+        return record.postcopy or not self.postcopy
 
     @property
     def struck(self) -> bool:
@@ -184,6 +208,7 @@ class PageFault(ABC):
     def record(self, record: PageRecord) -> List[PageRecord]:
         """The records to send in place of ``record`` (none while it is held)."""
         self.seen["final" if record.final else "earlier"] += 1
+        self.seen["postcopy"] += record.postcopy
         self.resent(record.block, record.offset, record.at)
         return self.strike(record)
 
@@ -202,7 +227,8 @@ class PageFault(ABC):
         """What to send for ``record`` of the region; ``[record]`` leaves it be."""
 
     def describe(self) -> str:
-        return f"{self.name} in {self.region.describe()}"
+        after = " after the switch to postcopy" if self.postcopy else ""
+        return f"{self.name}{after} in {self.region.describe()}"
 
 
 class OneByteChanged(PageFault):
@@ -214,14 +240,18 @@ class OneByteChanged(PageFault):
 
     name = "one byte of one page changed"
 
-    def __init__(self, region: PageRange, at: Optional[int] = None) -> None:
-        super().__init__(region)
+    def __init__(
+        self, region: PageRange, at: Optional[int] = None, *, postcopy: bool = False
+    ) -> None:
+        super().__init__(region, postcopy=postcopy)
         if at is not None and at < 0:
             raise ConfigError("at", at, "a byte offset within a page, from 0")
         self.at = at
 
     def strike(self, record: PageRecord) -> List[PageRecord]:
         if self.struck or not record.final or record.kind != FLAG_PAGE:
+            return [record]
+        if not self.in_phase(record):
             return [record]
         at = record.page_size // 2 if self.at is None else self.at
         if at >= record.page_size:
@@ -242,12 +272,12 @@ class TwoPagesSwapped(PageFault):
 
     name = "two pages swapped"
 
-    def __init__(self, region: PageRange) -> None:
-        super().__init__(region)
+    def __init__(self, region: PageRange, *, postcopy: bool = False) -> None:
+        super().__init__(region, postcopy=postcopy)
         self._held: Optional[PageRecord] = None
 
     def strike(self, record: PageRecord) -> List[PageRecord]:
-        if self.struck or not record.final:
+        if self.struck or not record.final or not self.in_phase(record):
             return [*self.release(), record]
         held, self._held = self._held, record
         if held is None:
@@ -279,6 +309,8 @@ class ZeroPageAsData(PageFault):
     def strike(self, record: PageRecord) -> List[PageRecord]:
         if self.struck or record.kind != FLAG_ZERO or record.payload != b"\0":
             return [record]
+        if not self.in_phase(record):
+            return [record]
         size = record.page_size
         filler = (ZERO_PAGE_FILLER * (size // len(ZERO_PAGE_FILLER) + 1))[:size]
         self.changes.append(changed(self.name, self.region, record, filler))
@@ -303,8 +335,8 @@ class StalePageResent(PageFault):
     #: Distinct earlier contents kept per page.
     KEPT = 4
 
-    def __init__(self, region: PageRange, remember: int = 256) -> None:
-        super().__init__(region)
+    def __init__(self, region: PageRange, remember: int = 256, *, postcopy: bool = False) -> None:
+        super().__init__(region, postcopy=postcopy)
         if remember < 1:
             raise ConfigError("remember", remember, "a number of pages of at least 1")
         self.remember = remember
@@ -325,12 +357,34 @@ class StalePageResent(PageFault):
                 contents.append(content)
             return [record]
         stale = next((c for c in contents if c != content), None)
-        if stale is None:
+        if stale is None or not self.in_phase(record):
             return [record]
         self.changes.append(changed(self.name, self.region, record, stale))
         self._earlier.clear()
-        again = replace(record.holding(stale), at=-1, named=False)
-        return [record, again]
+        return self.stale_sent(record, stale)
+
+    def stale_sent(self, record: PageRecord, stale: bytes) -> List[PageRecord]:
+        """What goes in place of ``record`` once ``stale`` was picked: both, right first."""
+        return [record, replace(record.holding(stale), at=-1, named=False)]
+
+
+class StalePageInstead(StalePageResent):
+    """After the switch to postcopy, a page arrives as an earlier pass sent it.
+
+    The stale copy replaces the right one: after the switch the source
+    sends a page once (it clears the page's dirty bit as it sends it), so
+    a second copy is not what QEMU sends.  The destination ends with the
+    copy an earlier pass sent, as it would had the page been missed by the
+    switch's discard and never sent again.  Always ``postcopy``.
+    """
+
+    name = "page sent after the switch as an earlier pass had it"
+
+    def __init__(self, region: PageRange, remember: int = 256) -> None:
+        super().__init__(region, remember, postcopy=True)
+
+    def stale_sent(self, record: PageRecord, stale: bytes) -> List[PageRecord]:
+        return [record.holding(stale)]
 
 
 def require_survived(changes: Sequence[Change]) -> None:
