@@ -1,0 +1,294 @@
+"""What share of register faults the vCPU comparison catches, measured.
+
+:func:`migtest.verify.assert_vcpus_identical` compares what ``info
+registers -a`` shows of the stopped source and the paused destination.
+To measure what that catches, each register the gdbstub knows (its
+target description) is changed on the paused destination, one bit, and
+the comparison is run: it must fail naming the register, unless HMP does
+not show it at all (the comparison's honest blind spot, reported), or
+the change is one :data:`~migtest.vcpu_state.KNOWN_DIFFERENCES` allows
+(reported with its reason).  Then the register is restored and the
+comparison must pass again.
+
+Which of HMP's names shows a gdb register is not listed by hand: the
+destination's dump before and after the write says (``shown_as``), line
+by line in its raw text and register by register as the comparison
+parses it.  A raw line that changed where no parsed register did is a
+blind spot of the parser, and counts as missed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Literal, Optional, Sequence, Set, Tuple
+
+from .errors import CheckFailure, MigtestError
+from .gdbstub import GdbClient, GdbError, Register
+from .vcpu_state import KNOWN_DIFFERENCES, Run, check_vcpu_states, layout_for, parse_registers
+
+#: The bits tried, lowest first, until a write sticks: a register may
+#: ignore some (reserved, read-only or masked bits).
+CANDIDATE_BITS = (0, 1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 24, 32, 40, 48, 56, 63)
+
+Verdict = Literal[
+    "caught",  # the comparison failed naming it
+    "missed",  # HMP shows the change, the comparison let it pass: a FAIL
+    "known difference",  # shown, and allowed by KNOWN_DIFFERENCES
+    "not shown",  # HMP's dump does not change: the comparison cannot see it
+    "not writable",  # the stub refused, or no candidate bit stuck
+    "not readable",  # the stub refused to read it, or sent another size
+    "ambiguous",  # its number names another register too
+]
+
+_log = logging.getLogger("migtest.vcpu_faults")
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What became of one register's fault."""
+
+    register: str
+    verdict: Verdict
+    #: The bit flipped, if a write stuck.
+    bit: Optional[int] = None
+    #: The registers of HMP's dump that changed with it.
+    shown_as: Tuple[str, ...] = ()
+    detail: str = ""
+
+
+@dataclass
+class Measurement:
+    """Every register's fault on one vCPU, and the figures."""
+
+    arch: str
+    cpu: int
+    faults: List[Fault] = field(default_factory=list)
+
+    def named(self, verdict: Verdict) -> List[str]:
+        """The registers that ended in ``verdict``."""
+        return [f.register for f in self.faults if f.verdict == verdict]
+
+    def figures(self) -> Dict[str, object]:
+        """The counts, the names and the reasons, for the JSON file and README."""
+        count = {v: len(self.named(v)) for v in _VERDICTS}
+        changed = count["caught"] + count["missed"] + count["known difference"] + count["not shown"]
+        return {
+            "arch": self.arch,
+            "cpu": self.cpu,
+            "registers": len(self.faults),
+            "writable": changed,
+            **{v.replace(" ", "_"): count[v] for v in _VERDICTS},
+            "caught_share_of_writable": round(count["caught"] / changed, 3) if changed else None,
+            "missed_names": self.named("missed"),
+            "not_shown_names": self.named("not shown"),
+            "not_writable_names": self.named("not writable"),
+            "reasons": {
+                f.register: f.detail
+                for f in self.faults
+                if f.verdict in ("known difference", "not readable", "ambiguous", "missed")
+            },
+            "shown_as": {f.register: list(f.shown_as) for f in self.faults if f.shown_as},
+        }
+
+    def summary(self) -> str:
+        """The figures in one line, each verdict with its count, unshown ones named."""
+        counts = ", ".join(f"{len(self.named(v))} {v}" for v in _VERDICTS if self.named(v))
+        shown = (
+            f"; not shown: {' '.join(self.named('not shown'))}" if self.named("not shown") else ""
+        )
+        return f"{len(self.faults)} registers: {counts}{shown}"
+
+    def assert_nothing_missed(self) -> None:
+        """:raise CheckFailure: a change HMP shows passed the comparison, naming each."""
+        missed = [f for f in self.faults if f.verdict == "missed"]
+        if missed:
+            raise CheckFailure(
+                f"the vCPU comparison let {len(missed)} register fault(s) on CPU#{self.cpu} "
+                "pass:\n" + "\n".join(f"  {f.register}: {f.detail}" for f in missed),
+                [f"{f.register}: {f.detail}" for f in missed],
+            )
+
+
+_VERDICTS: Tuple[Verdict, ...] = (
+    "caught",
+    "missed",
+    "known difference",
+    "not shown",
+    "not writable",
+    "not readable",
+    "ambiguous",
+)
+
+
+def changed_lines(baseline: str, after: str, noisy: Set[str]) -> List[str]:
+    """Lines of ``after`` that are not in ``baseline``, those in ``noisy`` aside.
+
+    :param noisy: lines that change by themselves between two dumps
+        (riscv64's cycle counters under TCG): never the sign of a write.
+    """
+    before = set(baseline.splitlines())
+    return [line for line in after.splitlines() if line not in before and line not in noisy]
+
+
+def changed_registers(baseline: str, after: str, arch: str, noisy: Set[str]) -> List[str]:
+    """``CPU#n NAME`` of each register the parsed dumps show changed, ``noisy`` aside.
+
+    :param noisy: ``CPU#n NAME`` of registers that change by themselves.
+    """
+    layout = layout_for(arch)
+    old, new = parse_registers(baseline, layout), parse_registers(after, layout)
+    changed = []
+    for cpu in sorted(set(old) | set(new)):
+        before, now = old.get(cpu, {}), new.get(cpu, {})
+        for name in [*now, *(n for n in before if n not in now)]:  # shown, or no longer
+            key = f"CPU#{cpu} {name}"
+            if before.get(name) != now.get(name) and key not in noisy:
+                changed.append(key)
+    return changed
+
+
+def judge(
+    register: str,
+    bit: int,
+    lines: Sequence[str],
+    shown_as: Sequence[str],
+    failure: Optional[str],
+    run: Run,
+) -> Fault:
+    """The verdict on one register's fault, from what the dumps and the comparison said.
+
+    :param lines: raw lines of the destination's dump that changed.
+    :param shown_as: ``CPU#n NAME`` of parsed registers that changed.
+    :param failure: the comparison's failure message, ``None`` if it passed.
+    """
+    names = tuple(shown_as)
+    if not lines and not names:
+        return Fault(register, "not shown", bit)
+    if not names:
+        return Fault(
+            register, "missed", bit, (), f"HMP lines changed, no parsed register did: {lines[:3]}"
+        )
+    if failure is not None:
+        if any(f"{name}:" in failure for name in names):
+            return Fault(register, "caught", bit, names)
+        return Fault(register, "missed", bit, names, f"the failure names none of them: {failure}")
+    allowed = [_allowed_because(name, run) for name in names]
+    if all(allowed):
+        return Fault(register, "known difference", bit, names, "; ".join(filter(None, allowed)))
+    return Fault(register, "missed", bit, names, "the comparison passed with it changed")
+
+
+def _allowed_because(name: str, run: Run) -> str:
+    """Why KNOWN_DIFFERENCES lets ``CPU#n NAME`` differ in ``run``, or ``""``."""
+    register = name.split(" ", 1)[1]
+    for entry in KNOWN_DIFFERENCES:
+        if entry.applies(run, register):
+            return f"{register}: {entry.kind}: {entry.why}"
+    return ""
+
+
+def measure(
+    gdb: GdbClient,
+    cpu: int,
+    dump: Callable[[], str],
+    source: str,
+    run: Run,
+) -> Measurement:
+    """Fault every register of ``gdb``'s description on vCPU ``cpu``, one at a time.
+
+    :param dump: the destination's ``info registers -a`` (paused: it
+        checks so).
+    :param source: the stopped source's dump, which the comparison takes.
+    :raise MigtestError: a register could not be restored, or a restored
+        destination no longer passes the comparison: the rest would
+        measure a changed vCPU.
+    """
+    gdb.select_cpu(cpu)
+    baseline, again = dump(), dump()
+    noisy_lines = set(changed_lines(baseline, again, set()))
+    noisy = set(changed_registers(baseline, again, run.arch, set()))
+    ambiguous = {r.number for r in gdb.target.ambiguous()}
+    names = [r.name for r in gdb.target.registers]
+    result = Measurement(run.arch, cpu)
+    for register in gdb.target.registers:
+        label = (
+            register.name
+            if names.count(register.name) == 1
+            else f"{register.name}#{register.number}"
+        )
+        if register.number in ambiguous:
+            result.faults.append(Fault(label, "ambiguous", detail=f"number {register.number}"))
+            continue
+        fault = _fault(gdb, register, label, dump, source, run, (baseline, noisy_lines, noisy))
+        _log.debug("CPU#%d %s: %s %s", cpu, label, fault.verdict, fault.detail)
+        result.faults.append(fault)
+    return result
+
+
+def _fault(
+    gdb: GdbClient,
+    register: Register,
+    label: str,
+    dump: Callable[[], str],
+    source: str,
+    run: Run,
+    before: Tuple[str, Set[str], Set[str]],
+) -> Fault:
+    """Flip a bit of ``register``, judge the comparison, and restore it."""
+    baseline, noisy_lines, noisy = before
+    try:
+        value = gdb.read(register)
+    except GdbError as exc:
+        return Fault(label, "not readable", detail=str(exc))
+    bit = _flip(gdb, register, value)
+    if bit is None:
+        return Fault(label, "not writable", detail="refused, or no candidate bit stuck")
+    after = dump()
+    try:
+        check_vcpu_states(source, after, run)
+        failure: Optional[str] = None
+    except CheckFailure as exc:
+        failure = str(exc)
+    fault = judge(
+        label,
+        bit,
+        changed_lines(baseline, after, noisy_lines),
+        changed_registers(baseline, after, run.arch, noisy),
+        failure,
+        run,
+    )
+    _restore(gdb, register, label, value, dump, source, run, baseline, noisy_lines)
+    return fault
+
+
+def _flip(gdb: GdbClient, register: Register, value: int) -> Optional[int]:
+    """Flip the first candidate bit the register keeps; which one, or ``None``."""
+    for bit in (b for b in CANDIDATE_BITS if b < register.bits):
+        if not gdb.write(register, value ^ (1 << bit)):
+            return None
+        if gdb.read(register) != value:
+            return bit
+    return None
+
+
+def _restore(
+    gdb: GdbClient,
+    register: Register,
+    label: str,
+    value: int,
+    dump: Callable[[], str],
+    source: str,
+    run: Run,
+    baseline: str,
+    noisy_lines: Set[str],
+) -> None:
+    """Write ``value`` back and prove the destination is as before."""
+    gdb.write(register, value)
+    if gdb.read(register) != value:
+        raise MigtestError(f"{label}: restoring 0x{value:x} did not stick")
+    restored = dump()
+    left = changed_lines(baseline, restored, noisy_lines)
+    if left:
+        raise MigtestError(f"{label}: restored, the dump still differs: {left[:3]}")
+    check_vcpu_states(source, restored, run)
