@@ -7,15 +7,25 @@ Avocado runs show, on real QEMU, each way a finding can end a test.
 
 from __future__ import annotations
 
+import ast
 import re
+from dataclasses import replace
+from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import pytest
 from test_strict import run_avocado
 
 from migtest.errors import Unavailable
-from migtest.findings import FINDINGS, Finding, VersionRange, expected_to_fail, explain, scope
+from migtest.findings import (
+    FINDINGS,
+    Finding,
+    VersionRange,
+    explain,
+    not_reproduced,
+    scope,
+)
 from migtest.versions import LABELS, binary_for
 
 V7_2 = (7, 2, 22)
@@ -223,14 +233,27 @@ def test_nothing_else_is_explained(
     assert explain(arch, src, dst, said) is None
 
 
+def missed(
+    arch: str,
+    src: Tuple[int, ...],
+    dst: Tuple[int, ...],
+    test: str = "Precopy.test_unix",
+    accel: str = "tcg",
+    completed: bool = True,
+    shown: Sequence[str] = (),
+) -> List[str]:
+    """The ids of the findings a test that passed there is flagged for."""
+    misses = not_reproduced(test, accel, arch, src, dst, completed=completed, shown=shown)
+    return [miss.finding.id for miss in misses]
+
+
 def test_the_pairs_where_no_migration_can_complete() -> None:
-    assert [f.id for f in expected_to_fail("ppc64", V11_1_2, V7_2)] == ["ppc64-slb-version"]
-    assert [f.id for f in expected_to_fail("aarch64", V11_1_3, V10_0_2)] == [
-        "aarch64-cpregs",
-        "aarch64-vmstate-assert",
-    ]
-    assert expected_to_fail("aarch64", V11_1_2, V11_1_3) == ()
-    assert expected_to_fail("x86_64", V7_2, V11_1_3) == ()
+    assert missed("ppc64", V11_1_2, V7_2) == ["ppc64-slb-version"]
+    assert missed("aarch64", V11_1_3, V10_0_2) == ["aarch64-cpregs", "aarch64-vmstate-assert"]
+    assert missed("aarch64", V11_1_2, V11_1_3) == []
+    assert missed("x86_64", V7_2, V11_1_3) == []
+    # A test in which no migration completed says nothing of them.
+    assert missed("ppc64", V11_1_2, V7_2, completed=False) == []
 
 
 def test_findings_have_unique_ids_and_say_where_they_are_told() -> None:
@@ -240,6 +263,147 @@ def test_findings_have_unique_ids_and_say_where_they_are_told() -> None:
     for f in FINDINGS:
         assert re.fullmatch(r"[a-z0-9.-]+", f.id), f.id
         assert f"``{f.id}``" in readme, f"README.rst does not tell finding {f.id}"
+
+
+# -- which tests must hit a finding ----------------------------------------------------
+
+TESTS = Path(__file__).parent.parent / "tests" / "migration"
+
+
+def suite_test_ids(directory: Path = TESTS) -> Dict[str, List[str]]:
+    """Each ``Class.method`` test of the suite, with the files that define it."""
+    ids: Dict[str, List[str]] = {}
+    for path in sorted(directory.glob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef):
+                for item in node.body:
+                    if isinstance(item, ast.FunctionDef) and item.name.startswith("test"):
+                        ids.setdefault(f"{node.name}.{item.name}", []).append(path.name)
+    return ids
+
+
+def unmatched(patterns: Sequence[str], ids: Sequence[str]) -> List[str]:
+    """The patterns of ``reproduced_by`` that name no test in ``ids``."""
+    return [p for p in patterns if not any(fnmatchcase(test, p) for test in ids)]
+
+
+def test_every_test_a_finding_names_exists() -> None:
+    ids = suite_test_ids()
+    assert "Postcopy.test_recovery" in ids and "Colo.test_primary_failover" in ids
+    named = [pattern for f in FINDINGS for pattern in f.reproduced_by]
+    assert named, "no finding names a test"
+    assert unmatched(named, list(ids)) == []
+    # A test id names one test: no two files define the same class and method.
+    assert {test: files for test, files in ids.items() if len(files) > 1} == {}
+
+
+def test_a_test_named_wrongly_is_caught(tmp_path: Path) -> None:
+    ids = list(suite_test_ids())
+    assert unmatched(["Precopy.test_unix", "Precopy.test_unixx", "Nothing.*"], ids) == [
+        "Precopy.test_unixx",
+        "Nothing.*",
+    ]
+    (tmp_path / "a.py").write_text("class A:\n    def test_x(self): ...\n")
+    (tmp_path / "b.py").write_text("class A:\n    def test_x(self): ...\n    def help(self): ...\n")
+    assert suite_test_ids(tmp_path) == {"A.test_x": ["a.py", "b.py"]}
+
+
+def test_each_finding_says_one_way_which_runs_must_hit_it() -> None:
+    base = finding("postcopy-cancel-accepted")
+    for bad in (
+        {"reproduced_by": ()},
+        {"every_migration": True},
+        {"not_flagged": "a race"},
+        {"reproduced_by": (), "every_migration": True, "not_flagged": "a race"},
+    ):
+        with pytest.raises(ValueError, match="finding postcopy-cancel-accepted: say which runs"):
+            replace(base, **bad)
+    assert replace(base, reproduced_by=(), not_flagged="a race").not_flagged == "a race"
+
+
+def test_the_findings_no_test_hits_every_time_say_why() -> None:
+    unflagged = {f.id: f.not_flagged for f in FINDINGS if f.not_flagged}
+    assert sorted(unflagged) == [
+        "colo-exit-reason-race",
+        "s390x-tcg-condition-code",
+        "vcpu-dirty-limit-stalls-guest",
+    ]
+    assert "1 failover in 5" in unflagged["colo-exit-reason-race"]
+
+
+def made_up(**fields: object) -> Finding:
+    """A finding of x86_64 from QEMU 7.2 to 10.0, which Postcopy's tests hit every time."""
+    defaults: Dict[str, object] = dict(
+        id="made-up",
+        title="made up",
+        kind="QEMU bug",
+        scopes=(scope("x86_64 s390x", "7.2", "10.0"),),
+        shows=re.compile("never printed"),
+        every_migration=False,
+        reported="here",
+        reproduced_by=("Postcopy.*", "Cancel.test_in_postcopy"),
+    )
+    return Finding(**{**defaults, **fields})  # type: ignore[arg-type]
+
+
+def flagged(
+    made: Finding,
+    test: str = "Postcopy.test_recovery",
+    accel: str = "tcg",
+    arch: str = "x86_64",
+    src: Tuple[int, ...] = V7_2,
+    dst: Tuple[int, ...] = V10_0_13,
+    shown: Sequence[str] = (),
+    completed: bool = True,
+) -> List[str]:
+    misses = not_reproduced(
+        test, accel, arch, src, dst, completed=completed, shown=shown, findings=[made]
+    )
+    return [str(miss) for miss in misses]
+
+
+def test_a_test_that_must_hit_a_finding_and_passed_is_flagged() -> None:
+    (warning,) = flagged(made_up())
+    assert warning == (
+        "known QEMU finding made-up did not reproduce: Postcopy.test_recovery, which hits it "
+        "every time from QEMU 7.2.22 to 10.0.13 on x86_64 under tcg, passed; if QEMU fixed "
+        "it, narrow its scope in lib/migtest/findings.py"
+    )
+    assert flagged(made_up(), test="Cancel.test_in_postcopy", arch="s390x", completed=False)
+    assert flagged(made_up(reproduced_under=frozenset({"kvm"})), accel="kvm")
+
+
+@pytest.mark.parametrize(
+    "made, run",
+    [
+        # The finding showed (a check allowed it and noted it): it reproduced.
+        (made_up(), {"shown": ["made-up"]}),
+        # Another test, even one of a name alike.
+        (made_up(), {"test": "Cancel.test_in_postcopy_paused"}),
+        (made_up(), {"test": "PostcopyPreempt.test_preempt"}),
+        # Out of its scope: another architecture, either version, or a version with itself.
+        (made_up(), {"arch": "ppc64"}),
+        (made_up(), {"src": V11_1_3}),
+        (made_up(), {"dst": V11_1_3}),
+        (made_up(scopes=(scope("x86_64", "*", "*"),)), {"src": V7_2, "dst": V7_2}),
+        # Under an accelerator its tests were not measured under.
+        (made_up(reproduced_under=frozenset({"tcg"})), {"accel": "kvm"}),
+        # A finding seen only at times names no test and is never flagged.
+        (made_up(reproduced_by=(), not_flagged="a race"), {}),
+        # One of every migration is flagged only if a migration completed.
+        (made_up(reproduced_by=(), every_migration=True), {"completed": False}),
+    ],
+)
+def test_a_pass_is_not_flagged_where_the_finding_need_not_show(
+    made: Finding, run: Dict[str, object]
+) -> None:
+    assert flagged(made, **run) == []  # type: ignore[arg-type]
+
+
+def test_every_migration_and_named_tests_are_flagged_the_same_way() -> None:
+    (warning,) = flagged(made_up(reproduced_by=(), every_migration=True), test="Anything.test")
+    assert warning.startswith("known QEMU finding made-up did not reproduce: a migration from ")
+    assert warning.endswith("narrow its scope in lib/migtest/findings.py")
 
 
 # -- on real QEMU ------------------------------------------------------------------
@@ -282,12 +446,24 @@ def test_made_up_findings_pass_flag_cancel_or_fail(tmp_path: Path) -> None:
     assert completes["status"] == "WARN"
     log = Path(completes["logfile"]).read_text()
     assert "known QEMU finding made-up-never-completes did not reproduce" in log
+    # Named as a test that hits it every time here: flagged the same way.
+    assert re.search(
+        r"WARNI?N?G?\s*\| known QEMU finding made-up-named-test did not reproduce: "
+        r"MadeUpFindings\.test_completes, which hits it every time from QEMU 7\.2\.\d+ to "
+        r"11\.1\.\d+ on x86_64 under tcg, passed",
+        log,
+    ), log
+    # Another architecture's, another accelerator's, another test's: not flagged.
+    for other in ("made-up-other-arch", "made-up-under-kvm", "made-up-other-test"):
+        assert other not in log
     killed = tests["test_destination_killed"]
     assert killed["status"] == "CANCEL", killed["fail_reason"]
     assert "known QEMU finding made-up-killed-destination" in killed["fail_reason"]
+    assert "did not reproduce" not in Path(killed["logfile"]).read_text()
     unexplained = tests["test_unexplained_failure"]
     assert unexplained["status"] == "FAIL"
     assert unexplained["fail_reason"] == "a failure no finding explains"
+    assert "did not reproduce" not in Path(unexplained["logfile"]).read_text()
 
 
 def test_a_finding_explains_a_check_only_if_it_explains_every_problem() -> None:

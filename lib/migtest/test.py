@@ -24,7 +24,7 @@ from avocado.core.exceptions import TestInterrupt
 from .artifacts import METRICS_FILE, PLOT_FILE, TRACE_FILE
 from .downtime import felt_downtime_of
 from .errors import MigtestError, QMPError, Unavailable
-from .findings import FINDINGS_BY_ID, Hit, expected_to_fail, explain
+from .findings import FINDINGS_BY_ID, Hit, explain, not_reproduced
 from .machine import QEMUMachine, end_with_job, stop_all
 from .metrics import read_settings, summarize
 from .pair import MigrationPair
@@ -91,7 +91,7 @@ def _end_as_the_scenario_says(method: Callable[..., None]) -> Callable[..., None
     Something missing (:class:`Unavailable`) becomes
     :meth:`MigrationTest.unavailable`; a failure that a known QEMU finding
     explains becomes :meth:`MigrationTest.known_finding`; a pass where a
-    finding said no migration could complete is flagged.
+    finding said it must show is flagged.
     """
 
     @functools.wraps(method)
@@ -105,7 +105,7 @@ def _end_as_the_scenario_says(method: Callable[..., None]) -> Callable[..., None
             if hit is None:
                 raise
             self.known_finding(hit)
-        self._flag_findings_not_reproduced()
+        self._flag_findings_not_reproduced(f"{type(self).__name__}.{method.__name__}")
         self._flag_findings_shown()
 
     return test
@@ -388,25 +388,26 @@ class MigrationTest(Test):
                 "; ".join(evidence),
             )
 
-    def _flag_findings_not_reproduced(self) -> None:
-        """Warn when a migration completed where a finding says none can.
+    def _flag_findings_not_reproduced(self, test: str) -> None:
+        """Warn for each finding ``test`` (``Class.method``), which passed, should have hit.
 
+        One that says no migration here completes, or that names this
+        test as one that hits it every time here (:func:`not_reproduced`).
         The test passed, and stays passed, but as a WARN: the finding may be
         fixed in the QEMU under test, and the registry must follow.
         """
         where = self._versions()
-        if where is None or "completed" not in self.pair.dst.status_history():
+        if where is None:
             return
-        arch, src, dst = where
-        for finding in expected_to_fail(arch, src, dst):
-            self.log.warning(
-                "known QEMU finding %s did not reproduce: a migration from QEMU %s to %s "
-                "on %s completed; if QEMU fixed it, narrow its scope in lib/migtest/findings.py",
-                finding.id,
-                ".".join(map(str, src)),
-                ".".join(map(str, dst)),
-                arch,
-            )
+        misses = not_reproduced(
+            test,
+            self.suite.accel,
+            *where,
+            completed="completed" in self.pair.dst.status_history(),
+            shown=self.pair.findings_shown,
+        )
+        for miss in misses:
+            self.log.warning("%s", miss)
 
     def start_pair(
         self,

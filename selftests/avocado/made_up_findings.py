@@ -29,6 +29,34 @@ findings.FINDINGS = (
         shows=re.compile(r"dst \(QEMU [^)]*\): exited with -9"),
         every_migration=False,
         reported="selftests/avocado/made_up_findings.py",
+        reproduced_by=("MadeUpFindings.test_destination_killed",),
+    ),
+    # Findings that name the tests that must hit them: flagged only where
+    # such a test passes in scope, under an accelerator they name.
+    *(
+        findings.Finding(
+            id=finding_id,
+            title=f"made up: {title}",
+            kind="QEMU bug",
+            scopes=(findings.scope(arches, "*", "*"),),
+            shows=re.compile(r"a line no QEMU prints"),
+            every_migration=False,
+            reported="selftests/avocado/made_up_findings.py",
+            reproduced_by=tests,
+            reproduced_under=frozenset(accels.split()),
+        )
+        for finding_id, title, arches, tests, accels in (
+            ("made-up-named-test", "test_completes hits it", "x86_64", ("*.test_compl*",), "tcg"),
+            ("made-up-other-arch", "only on s390x", "s390x", ("*.test_completes",), "tcg"),
+            ("made-up-under-kvm", "only under KVM", "x86_64", ("*.test_completes",), "kvm"),
+            (
+                "made-up-other-test",
+                "hit by another test",
+                "x86_64",
+                ("*.test_unexplained*",),
+                "tcg",
+            ),
+        )
     ),
 )
 
