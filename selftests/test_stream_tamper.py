@@ -24,7 +24,7 @@ from typing import BinaryIO, Callable, Dict, List, Optional, Sequence, Set, Tupl
 import pytest
 
 from migtest.arch import AARCH64_RAM, PROFILES, MiB, get_profile
-from migtest.checks import compare_memory
+from migtest.checks import check_counter_pattern, compare_memory
 from migtest.errors import CheckFailure, ConfigError, Unavailable
 from migtest.proxy import MigrationProxy
 from migtest.stream import StreamError, StreamSummary, read_stream
@@ -61,6 +61,7 @@ from migtest.stream.tamper import (
     TwoPagesSwapped,
     ZeroPageAsData,
     check_failure_names,
+    check_failure_points_at,
     require_survived,
 )
 
@@ -658,6 +659,37 @@ def test_a_failure_must_name_every_change() -> None:
             check_failure_names(message, [named, wrong])
     with pytest.raises(CheckFailure, match="no change"):
         check_failure_names(message, [])
+
+
+def counter_failure(counters: Sequence[int]) -> str:
+    """The counter check's message on a test range whose pages hold ``counters``."""
+    dump = b"".join(page(value) for value in counters)
+    with pytest.raises(CheckFailure) as caught:
+        check_counter_pattern(dump, MiB)
+    return str(caught.value)
+
+
+def stale_change(page_no: int) -> Change:
+    """A stale copy of the counter page ``page_no`` of a range at 1 MiB."""
+    where = MiB + page_no * 4096
+    return Change("x", "ram0", page_no * 4096, where, b"\5", b"\3", 1, True, [], True, where)
+
+
+def test_a_failure_after_the_guest_ran_must_point_at_the_changed_page() -> None:
+    """A stale counter page, the guest run on: the counter check names it or the page after."""
+    at_the_page = counter_failure([7, 7, 5, 7, 7, 6, 6])  # 7 to 5 is no single step
+    check_failure_points_at(at_the_page, [stale_change(2)], 4096)
+    after_it = counter_failure([7, 7, 6, 7, 7, 7, 7])  # the step to 6 passes; 6 to 7 does not
+    assert "0x102000" not in after_it
+    check_failure_points_at(after_it, [stale_change(2)], 4096)
+    for elsewhere in (stale_change(0), stale_change(4)):
+        with pytest.raises(CheckFailure, match="names no byte in"):
+            check_failure_points_at(at_the_page, [elsewhere], 4096)
+    unknown = replace(stale_change(2), page_address=None)
+    with pytest.raises(CheckFailure, match="page is not known"):
+        check_failure_points_at(at_the_page, [unknown], 4096)
+    with pytest.raises(CheckFailure, match="no change"):
+        check_failure_points_at(at_the_page, [], 4096)
 
 
 # -- where guest memory is in the stream -------------------------------------------------------

@@ -1,31 +1,84 @@
 """Well-formed streams with wrong page data: QEMU takes them, our checks must not.
 
-A proxy follows the live precopy stream record by record and changes the
-data of one or two pages, leaving every header one QEMU could have
-written (:mod:`migtest.stream.tamper`).  QEMU has no way to notice: the
+A proxy follows the live stream record by record and changes the data of
+one or two pages, leaving every header one QEMU could have written
+(:mod:`migtest.stream.tamper`).  QEMU has no way to notice: the
 migration completes.  The suite must: its byte-for-byte comparison with
-the stopped source fails, naming the changed bytes.
+the stopped source fails, naming the changed bytes -- in precopy
+(:class:`StreamTampering`) and after the switch to postcopy
+(:class:`PostcopyTampering`).
 """
 
-from typing import Callable, Tuple
+import logging
+from typing import Callable, List, Tuple
 
 from migtest.arch import ArchProfile
+from migtest.checks import check_pushed_to_paused
 from migtest.errors import CheckFailure, Unavailable
+from migtest.pair import MigrationPair
 from migtest.proxy import FaultyChannel
-from migtest.scenarios import live_precopy
+from migtest.qapi import MigrationInfo
+from migtest.scenarios import CRAWL, live_precopy, postcopy, postcopy_into_paused
 from migtest.stream.regions import counter_pages, page_range, untouched_pages
 from migtest.stream.tamper import (
+    Change,
     OneByteChanged,
     PageFault,
     PageRange,
+    StalePageInstead,
     StalePageResent,
     TwoPagesSwapped,
     ZeroPageAsData,
     check_failure_names,
+    check_failure_points_at,
     require_survived,
 )
 from migtest.test import MigrationTest
-from migtest.transport import make_channel
+from migtest.transport import Channel, make_channel
+from migtest.verify import assert_never_resumed
+
+#: The guest's page, where its counters are (the guest contract's unit).
+GUEST_PAGE = 4096
+
+
+def pages_of(pair: MigrationPair, which: Callable[[ArchProfile], Tuple[int, int]]) -> PageRange:
+    """The RAM block and offsets of guest memory ``which`` picks, as the source maps them."""
+    start, end = which(pair.profile)
+    return page_range(pair.src.hmp("info mtree -f"), start, end)
+
+
+def tampered(link: FaultyChannel, log: logging.Logger) -> List[Change]:
+    """What the proxy changed, logged; each change must have stayed on the destination."""
+    changes = link.tampered()
+    for change in changes:
+        log.info("the proxy changed %s", change.describe())
+    require_survived(changes)
+    return changes
+
+
+def postcopy_from_the_start(
+    pair: MigrationPair, channel: Channel, *, resumed: bool
+) -> MigrationInfo:
+    """Postcopy switched to at once, before precopy got far: most of RAM comes after the switch.
+
+    Precopy crawls (``max-bandwidth`` a page a second) and postcopy is
+    asked for as soon as the migration runs, so the pages the guest never
+    writes, above its test range, are pushed in the postcopy phase
+    (switched to after a full pass, they went in precopy).
+
+    :param resumed: ``False`` for a destination started paused: it must
+        never resume, ask for no page, and get pages pushed.
+    """
+    pair.prevent_convergence()
+    pair.src.set_parameters({"max-bandwidth": CRAWL})
+    pair.migrate(channel)
+    pair.start_postcopy()
+    pair.wait_for_postcopy(resumed=resumed)
+    final = pair.wait_for_completion()
+    if not resumed:
+        assert_never_resumed(pair.dst)
+        check_pushed_to_paused(final["ram"])
+    return final
 
 
 class StreamTampering(MigrationTest):
@@ -103,8 +156,7 @@ class StreamTampering(MigrationTest):
 
     def pages(self, which: Callable[[ArchProfile], Tuple[int, int]]) -> PageRange:
         """The RAM block and offsets of guest memory ``which`` picks, as the source maps them."""
-        start, end = which(self.pair.profile)
-        return page_range(self.pair.src.hmp("info mtree -f"), start, end)
+        return pages_of(self.pair, which)
 
     def transport(self, name: str) -> str:
         """The transport a test runs over: ``name``, unless a subclass says otherwise."""
@@ -114,10 +166,7 @@ class StreamTampering(MigrationTest):
         """Migrate through a proxy making ``fault``; the checks must fail, naming its change."""
         link = FaultyChannel(make_channel(self.transport(transport)), tamper=fault)
         live_precopy(self.pair, link)
-        changes = link.tampered()
-        for change in changes:
-            self.log.info("the proxy changed %s", change.describe())
-        require_survived(changes)
+        changes = tampered(link, self.log)
         try:
             self.verify_migration()
         except CheckFailure as caught:
@@ -126,5 +175,115 @@ class StreamTampering(MigrationTest):
         else:
             self.fail(
                 f"{fault.name}: the migration passed every check with {len(changes)} "
+                "wrong page(s) on the destination"
+            )
+
+
+class PostcopyTampering(MigrationTest):
+    """Page data changed after the switch to postcopy: completed, and caught.
+
+    After the switch the source has stopped and sends each page once --
+    pushed in the background, or asked for by a destination that runs --
+    so a page changed there stays changed.  The proxy follows the stream
+    across the switch (the device state comes packaged, the return path
+    passes the other way untouched) and changes one page after it.
+
+    Into a destination started paused, which stays paused through
+    postcopy, all of RAM is compared with the stopped source: the failure
+    must name the changed bytes.  Into a running destination, whose guest
+    ran on meanwhile, RAM outside the test range is compared byte for
+    byte, and inside it the guest contract is checked (counters in step,
+    every other byte zero): the failure must name the changed bytes, or
+    for a stale counter page (which the guest moved on) a byte of that
+    page or the next.
+
+    Cancelled when the host does not allow userfaultfd.
+
+    :avocado: enable
+    :avocado: tags=migration,faults,tampering,postcopy,unix
+    :avocado: tags=arch:x86_64,arch:aarch64,arch:s390x,arch:ppc64,arch:riscv64
+    """
+
+    def test_one_byte_into_paused_destination(self) -> None:
+        """A counter page pushed after the switch, a byte in its middle flipped: RAM compared."""
+        pair = self.start_pair()
+        self.enable_postcopy()
+        fault = OneByteChanged(pages_of(pair, counter_pages), postcopy=True)
+        link = self.link(fault)
+        postcopy_into_paused(pair, link)
+        self.assert_caught(fault, tampered(link, self.log), exact=True)
+
+    def test_zero_page_into_paused_destination(self) -> None:
+        """A page above the test range, zero, pushed after the switch as a page of text."""
+        pair = self.start_pair()
+        self.enable_postcopy()
+        fault = ZeroPageAsData(pages_of(pair, untouched_pages), postcopy=True)
+        link = self.link(fault)
+        postcopy_from_the_start(pair, link, resumed=False)
+        self.assert_caught(fault, tampered(link, self.log), exact=True)
+
+    def test_stale_page_into_paused_destination(self) -> None:
+        """A counter page pushed after the switch as an earlier precopy pass sent it."""
+        pair = self.start_pair()
+        self.enable_postcopy()
+        fault = StalePageInstead(pages_of(pair, counter_pages))
+        link = self.link(fault)
+        postcopy_into_paused(pair, link)
+        self.assert_caught(fault, tampered(link, self.log), exact=True)
+
+    def test_one_byte_inside_test_range_running(self) -> None:
+        """A running destination: a byte flipped in a counter page; the zero-byte check must see it.
+
+        The guest writes only the first byte of each page, so the flipped
+        byte stays as the proxy left it.
+        """
+        pair = self.start_postcopy_pair()
+        fault = OneByteChanged(pages_of(pair, counter_pages), postcopy=True)
+        link = self.link(fault)
+        postcopy(pair, link)
+        self.assert_caught(fault, tampered(link, self.log), exact=True)
+
+    def test_zero_page_outside_test_range_running(self) -> None:
+        """A running destination: a zero page above the test range arrives as text."""
+        pair = self.start_postcopy_pair()
+        fault = ZeroPageAsData(pages_of(pair, untouched_pages), postcopy=True)
+        link = self.link(fault)
+        postcopy_from_the_start(pair, link, resumed=True)
+        self.assert_caught(fault, tampered(link, self.log), exact=True)
+
+    def test_stale_page_inside_test_range_running(self) -> None:
+        """A running destination: a counter page as an earlier pass sent it; the counter check.
+
+        The guest adds one to each counter where it stands, so the stale
+        page stays out of step with its neighbours however far it ran.
+        """
+        pair = self.start_postcopy_pair()
+        fault = StalePageInstead(pages_of(pair, counter_pages))
+        link = self.link(fault)
+        postcopy(pair, link)
+        self.assert_caught(fault, tampered(link, self.log), exact=False)
+
+    def link(self, fault: PageFault) -> FaultyChannel:
+        """A unix channel through a proxy making ``fault``."""
+        return FaultyChannel(make_channel("unix"), tamper=fault)
+
+    def assert_caught(self, fault: PageFault, changes: List[Change], *, exact: bool) -> None:
+        """Verifying the migration must fail, naming the change.
+
+        :param exact: the failure names each changed byte with the
+            source's value and the destination's; else (a counter the guest
+            moved on since) a byte of the changed page or the next.
+        """
+        try:
+            self.verify_migration()
+        except CheckFailure as caught:
+            self.log.info("caught: %s", caught)
+            if exact:
+                check_failure_names(str(caught), changes)
+            else:
+                check_failure_points_at(str(caught), changes, GUEST_PAGE)
+        else:
+            self.fail(
+                f"{fault.describe()}: the migration passed every check with {len(changes)} "
                 "wrong page(s) on the destination"
             )

@@ -29,6 +29,7 @@ of the right one, since a second copy there is not what QEMU sends).
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from typing import ClassVar, Dict, List, Optional, Sequence, Tuple
@@ -132,6 +133,8 @@ class Change:
     resent_at: List[int] = field(default_factory=list)
     #: Whether its record came after the switch to postcopy.
     postcopy: bool = False
+    #: The guest physical address of the changed page's first byte.
+    page_address: Optional[int] = None
 
     @property
     def survived(self) -> bool:
@@ -173,6 +176,7 @@ def changed(fault: str, region: PageRange, was: PageRecord, now: bytes) -> Chang
         at=was.at,
         final=was.final,
         postcopy=was.postcopy,
+        page_address=region.address_of(was.offset),
     )
 
 
@@ -415,4 +419,33 @@ def check_failure_names(message: str, changes: Sequence[Change]) -> None:
             raise CheckFailure(
                 f"the check failed, but does not name the change ({named!r}: "
                 f"{change.describe()}):\n{message}"
+            )
+
+
+#: An address a check's failure names, as :func:`check_failure_names` expects them.
+_NAMED_ADDRESS = re.compile(r"\b0x([0-9a-f]+): expected 0x[0-9a-f]{2}, found 0x[0-9a-f]{2}")
+
+
+def check_failure_points_at(message: str, changes: Sequence[Change], page_size: int) -> None:
+    """A check's failure must name a byte of each changed page, or of the page after it.
+
+    For a destination whose guest ran on after the change (postcopy): a
+    counter it moved on since no longer shows the values the proxy wrote,
+    but the counter check still names where the pattern broke -- at the
+    changed page's counter, or at the next page's when the changed one
+    passed for the pattern's single step down.
+
+    :raise CheckFailure: ``message`` names no byte of those pages.
+    """
+    if not changes:
+        raise CheckFailure("no change to look for in the failure")
+    named = [int(found, 16) for found in _NAMED_ADDRESS.findall(message)]
+    for change in changes:
+        if change.page_address is None:
+            raise CheckFailure(f"the change's page is not known: {change.describe()}")
+        start, end = change.page_address, change.page_address + 2 * page_size
+        if not any(start <= address < end for address in named):
+            raise CheckFailure(
+                f"the check failed, but names no byte in [0x{start:x}, 0x{end:x}) "
+                f"({change.describe()}):\n{message}"
             )
