@@ -12,7 +12,7 @@ from typing import Dict, Iterator
 
 import pytest
 
-from migtest.errors import CheckFailure, WaitTimeout
+from migtest.errors import CheckFailure, MigtestError, WaitTimeout
 from migtest.gdbstub import (
     GdbClient,
     GdbError,
@@ -26,7 +26,14 @@ from migtest.gdbstub import (
     take_packet,
     unescape,
 )
-from migtest.vcpu_faults import Fault, Measurement, changed_lines, changed_registers, judge
+from migtest.vcpu_faults import (
+    Fault,
+    Measurement,
+    changed_lines,
+    changed_registers,
+    judge,
+    noisy_lines,
+)
 from migtest.vcpu_state import Run
 
 # -- framing ----------------------------------------------------------------------
@@ -269,7 +276,12 @@ DUMP = "CPU#0\nRAX=0000000000000000 RBX=0000000000000001\nRIP=0000000000007c00 R
 def test_changed_lines_and_registers_leave_noise_aside() -> None:
     after = DUMP.replace("RBX=0000000000000001", "RBX=0000000000000000")
     assert changed_lines(DUMP, after, set()) == ["RAX=0000000000000000 RBX=0000000000000000"]
-    assert changed_lines(DUMP, after, {"RAX=0000000000000000 RBX=0000000000000000"}) == []
+    assert changed_lines(DUMP, after, {1}) == []
+    assert noisy_lines(DUMP, after) == {1}
+    with pytest.raises(MigtestError, match="differ in length: 3, 2"):
+        noisy_lines(DUMP, "CPU#0\nRAX=0\n")
+    # A dump whose lines came and went: every line the baseline lacks.
+    assert changed_lines(DUMP, DUMP + "XMM08=1\n", {3}) == ["XMM08=1"]
     assert changed_registers(DUMP, after, "x86_64", set()) == ["CPU#0 RBX"]
     assert changed_registers(DUMP, after, "x86_64", {"CPU#0 RBX"}) == []
 

@@ -136,14 +136,29 @@ _VERDICTS: Tuple[Verdict, ...] = (
 )
 
 
-def changed_lines(baseline: str, after: str, noisy: Set[str]) -> List[str]:
-    """Lines of ``after`` that are not in ``baseline``, those in ``noisy`` aside.
+def changed_lines(baseline: str, after: str, noisy: Set[int]) -> List[str]:
+    """Lines of ``after`` that differ from ``baseline``, those at positions ``noisy`` aside.
 
-    :param noisy: lines that change by themselves between two dumps
-        (riscv64's cycle counters under TCG): never the sign of a write.
+    Line by line while both dumps have as many; otherwise every line of
+    ``after`` that ``baseline`` lacks (the write changed what is shown).
+
+    :param noisy: positions of lines that change by themselves between two
+        dumps (riscv64's cycle counters under TCG): never the sign of a write.
     """
-    before = set(baseline.splitlines())
-    return [line for line in after.splitlines() if line not in before and line not in noisy]
+    old, new = baseline.splitlines(), after.splitlines()
+    if len(old) != len(new):
+        return [line for line in new if line not in set(old)]
+    return [b for i, (a, b) in enumerate(zip(old, new)) if a != b and i not in noisy]
+
+
+def noisy_lines(baseline: str, again: str) -> Set[int]:
+    """Positions of the lines that differ between two dumps of the same paused vCPUs."""
+    old, new = baseline.splitlines(), again.splitlines()
+    if len(old) != len(new):
+        raise MigtestError(
+            f"two dumps of the paused destination differ in length: {len(old)}, {len(new)}"
+        )
+    return {i for i, (a, b) in enumerate(zip(old, new)) if a != b}
 
 
 def changed_registers(baseline: str, after: str, arch: str, noisy: Set[str]) -> List[str]:
@@ -220,66 +235,95 @@ def measure(
         measure a changed vCPU.
     """
     gdb.select_cpu(cpu)
-    baseline, again = dump(), dump()
-    noisy_lines = set(changed_lines(baseline, again, set()))
-    noisy = set(changed_registers(baseline, again, run.arch, set()))
+    session = _Session(gdb, dump, source, run)
     ambiguous = {r.number for r in gdb.target.ambiguous()}
     names = [r.name for r in gdb.target.registers]
     result = Measurement(run.arch, cpu)
     for register in gdb.target.registers:
-        label = (
-            register.name
-            if names.count(register.name) == 1
-            else f"{register.name}#{register.number}"
-        )
+        label = register.name
+        if names.count(register.name) > 1:
+            label = f"{register.name}#{register.number}"
         if register.number in ambiguous:
-            result.faults.append(Fault(label, "ambiguous", detail=f"number {register.number}"))
-            continue
-        fault = _fault(gdb, register, label, dump, source, run, (baseline, noisy_lines, noisy))
+            fault = Fault(label, "ambiguous", detail=f"number {register.number}")
+        else:
+            fault = session.fault(register, label)
         _log.debug("CPU#%d %s: %s %s", cpu, label, fault.verdict, fault.detail)
         result.faults.append(fault)
     return result
 
 
-def _fault(
-    gdb: GdbClient,
-    register: Register,
-    label: str,
-    dump: Callable[[], str],
-    source: str,
-    run: Run,
-    before: Tuple[str, Set[str], Set[str]],
-) -> Fault:
-    """Flip a bit of ``register``, judge the comparison, and restore it."""
-    baseline, noisy_lines, noisy = before
-    try:
-        value = gdb.read(register)
-        again = gdb.read(register)
-    except GdbError as exc:
-        return Fault(label, "not readable", detail=str(exc))
-    if again != value:
-        # riscv64's cycle counters count the host's cycles, the guest paused
-        # (see KNOWN_DIFFERENCES): a value written would not stay to compare.
-        return Fault(label, "counts by itself", detail=f"0x{value:x}, then 0x{again:x}")
-    bit = _flip(gdb, register, value, run.arch)
-    if bit is None:
-        return Fault(label, "not writable", detail="refused, or no candidate bit stuck")
-    after = dump()
-    try:
-        check_vcpu_states(source, after, run)
-        failure: Optional[str] = None
-    except CheckFailure as exc:
-        failure = str(exc)
-    fault = judge(
-        label,
-        bit,
-        changed_lines(baseline, after, noisy_lines),
-        changed_registers(baseline, after, run.arch, noisy),
-        failure,
-        run,
-    )
-    _restore(gdb, register, label, value, dump, source, run, baseline, noisy_lines)
-    return fault
+class _Session:
+    """The destination's state before any fault, and the faults, one at a time."""
+
+    def __init__(self, gdb: GdbClient, dump: Callable[[], str], source: str, run: Run) -> None:
+        self.gdb, self.dump, self.source, self.run = gdb, dump, source, run
+        self.baseline = dump()
+        again = dump()
+        self.noise = noisy_lines(self.baseline, again)
+        self.noisy = set(changed_registers(self.baseline, again, run.arch, set()))
+        #: Every readable register's value, but for those that count by
+        #: themselves: what a write's side effects are undone to.
+        self.values: Dict[int, int] = {}
+        for register in gdb.target.registers:
+            try:
+                value = gdb.read(register)
+                if gdb.read(register) == value:
+                    self.values[register.number] = value
+            except GdbError:
+                pass
+
+    def fault(self, register: Register, label: str) -> Fault:
+        """Flip a bit of ``register``, judge the comparison, and restore the vCPU."""
+        try:
+            value, again = self.gdb.read(register), self.gdb.read(register)
+        except GdbError as exc:
+            return Fault(label, "not readable", detail=str(exc))
+        if again != value:
+            # riscv64's cycle counters count the host's cycles, the guest
+            # paused (see KNOWN_DIFFERENCES): a value written would not stay.
+            return Fault(label, "counts by itself", detail=f"0x{value:x}, then 0x{again:x}")
+        bit = _flip(self.gdb, register, value, self.run.arch)
+        if bit is None:
+            self._restore(label)
+            return Fault(label, "not writable", detail="refused, or no candidate bit stuck")
+        after = self.dump()
+        try:
+            check_vcpu_states(self.source, after, self.run)
+            failure: Optional[str] = None
+        except CheckFailure as exc:
+            failure = str(exc)
+        fault = judge(
+            label,
+            bit,
+            changed_lines(self.baseline, after, self.noise),
+            changed_registers(self.baseline, after, self.run.arch, self.noisy),
+            failure,
+            self.run,
+        )
+        self._restore(label)
+        return fault
+
+    def _restore(self, label: str) -> None:
+        """Write back every register that no longer has its first value, and prove it.
+
+        Not only the one faulted: a write can change others (riscv64's
+        fflags sets mstatus.FS dirty).
+
+        :raise MigtestError: a value did not stick, or the dump or the
+            comparison still differ.
+        """
+        for register in self.gdb.target.registers:
+            value = self.values.get(register.number)
+            if value is None or self.gdb.read(register) == value:
+                continue
+            self.gdb.write(register, value)
+            if self.gdb.read(register) != value:
+                raise MigtestError(f"after {label}: restoring {register.name} did not stick")
+        restored = self.dump()
+        left = changed_lines(self.baseline, restored, self.noise)
+        if left:
+            raise MigtestError(f"after {label}: restored, the dump still differs: {left[:3]}")
+        check_vcpu_states(self.source, restored, self.run)
 
 
 def _flip(gdb: GdbClient, register: Register, value: int, arch: str) -> Optional[int]:
@@ -291,25 +335,3 @@ def _flip(gdb: GdbClient, register: Register, value: int, arch: str) -> Optional
         if gdb.read(register) != value:
             return bit
     return None
-
-
-def _restore(
-    gdb: GdbClient,
-    register: Register,
-    label: str,
-    value: int,
-    dump: Callable[[], str],
-    source: str,
-    run: Run,
-    baseline: str,
-    noisy_lines: Set[str],
-) -> None:
-    """Write ``value`` back and prove the destination is as before."""
-    gdb.write(register, value)
-    if gdb.read(register) != value:
-        raise MigtestError(f"{label}: restoring 0x{value:x} did not stick")
-    restored = dump()
-    left = changed_lines(baseline, restored, noisy_lines)
-    if left:
-        raise MigtestError(f"{label}: restored, the dump still differs: {left[:3]}")
-    check_vcpu_states(source, restored, run)
