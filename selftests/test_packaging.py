@@ -133,6 +133,8 @@ EXPECTED_TESTS = {
     "tests/migration/validate_uuid.py:ValidateUuid.test_different_uuid",
     "tests/migration/validate_uuid.py:ValidateUuid.test_uuid_only_on_source",
     "tests/migration/validate_uuid.py:ValidateUuid.test_uuid_only_on_destination",
+    "tests/migration/vcpu_faults.py:VcpuFaults.test_each_register",
+    "tests/migration/vcpu_faults.py:VcpuFaults.test_each_register_second_vcpu",
 }
 
 
