@@ -16,6 +16,8 @@ from migtest.errors import CheckFailure, MigtestError, WaitTimeout
 from migtest.gdbstub import (
     GdbClient,
     GdbError,
+    Register,
+    Target,
     byteorder_of,
     checksum,
     decode_value,
@@ -32,6 +34,7 @@ from migtest.vcpu_faults import (
     changed_lines,
     changed_registers,
     judge,
+    measure,
     noisy_lines,
 )
 from migtest.vcpu_state import Run
@@ -329,3 +332,80 @@ def test_a_register_no_longer_shown_counts_as_changed() -> None:
     # x86 shows DPL only in protected mode: clearing CR0.PE hides it.
     after = DUMP.replace(" RBX=0000000000000001", "")
     assert changed_registers(DUMP, after, "x86_64", set()) == ["CPU#0 RBX"]
+
+
+# -- the measurement loop, on a stand-in register file ------------------------------
+
+
+class StandIn:
+    """A vCPU as a stub shows it (pure logic: no QEMU), and HMP's dump of it.
+
+    ``rax``, ``rbx`` are shown; ``kgs`` is not; ``ftag`` ignores writes;
+    ``tsc`` counts by itself; writing ``rcx`` also sets ``rdx`` (a side
+    effect); ``sticky`` cannot be written back once changed.
+    """
+
+    def __init__(self) -> None:
+        names = ("rax", "rbx", "kgs", "ftag", "tsc", "rcx", "rdx", "sticky")
+        self.target = Target(
+            "i386:x86-64", tuple(Register(n, name, 64, "core") for n, name in enumerate(names))
+        )
+        self.values = dict.fromkeys(names, 0)
+        self.ticks = 0
+        self.stuck = False
+        self.selected = -1
+
+    def select_cpu(self, index: int) -> None:
+        self.selected = index
+
+    def read(self, register: Register) -> int:
+        if register.name == "tsc":
+            self.ticks += 1
+            return self.ticks
+        return self.values[register.name]
+
+    def write(self, register: Register, value: int) -> bool:
+        if register.name == "sticky" and self.stuck:
+            return True
+        if register.name == "sticky":
+            self.stuck = True
+        if register.name == "rcx":
+            self.values["rdx"] = 1
+        if register.name != "ftag":
+            self.values[register.name] = value
+        return True
+
+    def dump(self) -> str:
+        v = self.values
+        return (
+            f"CPU#0\nRAX={v['rax']:016x} RBX={v['rbx']:016x}\n"
+            f"RCX={v['rcx']:016x} RDX={v['rdx']:016x} STICKY={v['sticky']:016x}\n"
+        )
+
+
+def test_each_register_gets_its_verdict_and_side_effects_are_undone() -> None:
+    stand_in = StandIn()
+    source = stand_in.dump()
+    stand_in.target = Target(stand_in.target.architecture, stand_in.target.registers[:7])
+    measurement = measure(stand_in, 0, stand_in.dump, source, RUN)  # type: ignore[arg-type]
+    verdicts = {f.register: f.verdict for f in measurement.faults}
+    assert verdicts == {
+        "rax": "caught",
+        "rbx": "caught",
+        "kgs": "not shown",
+        "ftag": "not writable",
+        "tsc": "counts by itself",
+        "rcx": "caught",
+        "rdx": "caught",
+    }
+    assert {f.register: f.shown_as for f in measurement.faults}["rcx"] == (
+        "CPU#0 RCX",
+        "CPU#0 RDX",
+    )
+    assert stand_in.dump() == source  # rdx, set by the write to rcx, was put back
+
+
+def test_a_register_that_cannot_be_put_back_stops_the_measurement() -> None:
+    stand_in = StandIn()
+    with pytest.raises(MigtestError, match="after sticky: restoring sticky did not stick"):
+        measure(stand_in, 0, stand_in.dump, stand_in.dump(), RUN)  # type: ignore[arg-type]
