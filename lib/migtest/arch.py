@@ -228,6 +228,10 @@ PROFILES: Dict[str, ArchProfile] = {
                 ("x-vof", "on"),
                 ("kernel-addr", "0x7000000"),
             ),
+            # The least pseries takes: its RAM must be a whole number of
+            # 256 MiB blocks (QEMU's spapr_validate_node_memory(), every
+            # pseries since 2.5; 7.2, 10.0.13 and 11.1.3 refuse 128M-192M),
+            # although the guest would fit in 128 MiB.
             memory_mib=256,
             ram_ranges=((0, 256 * MiB),),
             guest="guest.elf",
