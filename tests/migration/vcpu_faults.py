@@ -10,7 +10,7 @@ from migtest.scenarios import live_precopy
 from migtest.test import MigrationTest
 from migtest.vcpu_faults import Measurement, measure
 from migtest.vcpu_state import Run
-from migtest.verify import assert_vcpus_identical, snapshot_vcpus
+from migtest.verify import assert_run_state, assert_vcpus_identical, snapshot_vcpus
 
 #: The destination's gdbstub socket, in the workdir (removed with the pair's sockets).
 GDB_SOCKET = "dst-gdb.sock"
@@ -69,6 +69,7 @@ class VcpuFaults(MigrationTest):
         run = Run(pair.profile.name, pair.params.accel, pair.src.version, pair.dst.version)
         with GdbClient(pair.workdir, GDB_SOCKET) as gdb:
             measurement = measure(gdb, cpu, lambda: snapshot_vcpus(pair.dst), source, run)
+        assert_run_state(pair.dst, "paused", "the gdbstub was left without a detach, which resumes")
         figures: Dict[str, object] = {
             "qemu": {"src": pair.src.version_text, "dst": pair.dst.version_text},
             "accel": pair.params.accel,
