@@ -319,6 +319,9 @@ def test_the_measurement_fails_naming_each_miss() -> None:
     measurement.assert_nothing_missed()
     figures = measurement.figures()
     assert (figures["registers"], figures["writable"], figures["caught"]) == (2, 2, 1)
+    measurement.faults.append(Fault("rbx[bit 4]", "known difference"))
+    assert (figures := measurement.figures())["registers"] == 2 and figures["faults"] == 3
+    measurement.faults.pop()
     assert figures["not_shown_names"] == ["rbx"]
     assert measurement.summary() == "2 registers: 1 caught, 1 not shown; not shown: rbx"
     measurement.faults.append(Fault("rcx", "missed", 0, ("CPU#0 RCX",), "passed"))
