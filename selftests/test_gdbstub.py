@@ -412,3 +412,11 @@ def test_a_register_that_cannot_be_put_back_stops_the_measurement() -> None:
     stand_in = StandIn()
     with pytest.raises(MigtestError, match="after sticky: restoring sticky did not stick"):
         measure(stand_in, 0, stand_in.dump, stand_in.dump(), RUN)  # type: ignore[arg-type]
+
+
+def test_a_bad_description_closes_the_connection(tmp_path: Path, stub: socket.socket) -> None:
+    served = _serve(stub, {b"qXfer": b"+" + frame(b"l<target><reg name='r0'/></target>")})
+    with pytest.raises(GdbError, match="without a name or a bitsize"):
+        GdbClient(tmp_path, "gdb.sock", timeout=5)
+    served.join(5)  # the stand-in reads the end of the connection and returns
+    assert not served.is_alive()

@@ -22,6 +22,7 @@ Pure logic apart from :class:`GdbClient`, which talks to a socket.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
@@ -52,6 +53,8 @@ _XINCLUDE = ("{http://www.w3.org/2001/XInclude}include", "include")
 #: does not mind; an XML parser does): read as ``<include>``.
 _UNDECLARED_INCLUDE = re.compile(r"<xi:include\b")
 _ERROR_REPLY = re.compile(r"^E[0-9a-fA-F]{2}$")
+
+_log = logging.getLogger("migtest.gdbstub")
 
 
 class GdbError(MigtestError):
@@ -262,8 +265,6 @@ class GdbClient:
     def __init__(self, directory: Path, name: str, timeout: float = PACKET_TIMEOUT) -> None:
         self._timeout = timeout
         self._buffer = b""
-        #: Packets the stub sent unasked (a stop reply), kept for the logs.
-        self._unsolicited: List[bytes] = []
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
         try:
@@ -273,7 +274,11 @@ class GdbClient:
             raise GdbError(f"cannot connect to the gdbstub at {directory / name}: {exc}") from exc
         finally:
             os.close(fd)
-        self.target = parse_target(self._description)
+        try:
+            self.target = parse_target(self._description)
+        except BaseException:
+            self._sock.close()  # no connection left open behind a failed start
+            raise
 
     def close(self) -> None:
         """Close the socket; the guest stays stopped (no ``D``, which resumes it)."""
@@ -310,7 +315,7 @@ class GdbClient:
             if not acked[0]:
                 # Sent before it read ours: QEMU 7.2 reports the stop that
                 # connecting to a running guest caused ("T05...").  No answer.
-                self._unsolicited.append(packet)
+                _log.debug("gdbstub sent %r unasked", packet[:60])
                 return False, self._buffer
             return True, packet
 
