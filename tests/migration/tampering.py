@@ -98,7 +98,7 @@ def postcopy_switched(
         never resume, and get pages pushed; switched to after a full pass,
         it must ask for none.  Switched to at once it may ask for some:
         loading the device state reads guest RAM precopy had not sent
-        (x86_64: 1 or 2 pages in 4 of 6 migrations measured; the other architectures none).
+        (x86_64: 1 to 3 pages in 8 of 10 migrations measured; the other architectures none).
     """
     pair.src.set_parameters({"max-postcopy-bandwidth": CRAWL})
     pair.prevent_convergence()
