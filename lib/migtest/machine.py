@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import errno
 import logging
 import mmap
 import os
@@ -24,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from subprocess import Popen
 from types import TracebackType
-from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
+from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Type
 
 from .artifacts import console_file, output_file
 from .console import ConsoleRecorder
@@ -606,7 +607,7 @@ class QEMUMachine:
             os.close(fd)
 
     def read_memory(self, address: int, size: int) -> memoryview:
-        """Read guest physical memory through ``pmemsave``; see :func:`read_memories`."""
+        """Read guest physical memory; see :func:`read_memories`."""
         return read_memories([self], address, size)[0]
 
     def __repr__(self) -> str:
@@ -616,14 +617,200 @@ class QEMUMachine:
 def read_memories(machines: Sequence[QEMUMachine], address: int, size: int) -> List[memoryview]:
     """Read the same guest physical range from several machines at once.
 
+    Two ways, the fast one first.  Each QEMU holds its guest's RAM in its
+    own address space: HMP ``gpa2hva`` says where, and we read it from
+    ``/proc/<pid>/mem``, each machine in a thread of its own (the read
+    releases the GIL), with no QMP command while reading.  Comparing two
+    paused 256 MiB ppc64 guests this way took half the time of
+    ``pmemsave`` (README, "Speed").  But it needs the right to read
+    another process's memory (ptrace's: we are QEMU's parent, which Yama's
+    scopes 0 and 1 allow and 2 and 3 refuse) and QEMU's word that the
+    range is one piece of one RAM block.  When either is missing, the
+    range is dumped as before, through ``pmemsave``, which works wherever
+    QMP does; why is logged once.
+
+    Both give the same bytes for RAM: ``pmemsave`` reads through QEMU's
+    memory API (the flat view of the address space "memory"), ``/proc``
+    the RAM block's backing that this flat view maps at that place.  So
+    the range must be RAM throughout, in one region, at offsets that go
+    on with the addresses: :func:`_one_ram_block` checks that on ``info
+    mtree -f``, and ``gpa2hva`` of the last byte must be the first's plus
+    ``size - 1``.  An overlay in the middle of RAM (a ROM or a device
+    window) makes QEMU's view differ from the block's bytes: such a range
+    is dumped.
+
+    The guest must be paused, as for any comparison of dumps: neither way
+    stops it while it reads.
+
+    :return: read-only views, one per machine; a view's memory is freed
+        once no view of it (slices included) is left.
+    :raise QMPError: QEMU could not read the range or write the dump.
+    :raise MigtestError: QEMU said it did, but the dump is short.
+    """
+    views: List[Optional[memoryview]] = [None] * len(machines)
+    direct: List[Tuple[int, QEMUMachine, int]] = []
+    for index, machine in enumerate(machines):
+        try:
+            direct.append((index, machine, _host_address(machine, address, size)))
+        except _NoDirectRead as exc:
+            _fall_back(machine, str(exc))
+    if direct:
+        with ThreadPoolExecutor(len(direct), thread_name_prefix="read-memory") as pool:
+            reads = [
+                (index, machine, pool.submit(_read_process, machine, host, size))
+                for index, machine, host in direct
+            ]
+        for index, machine, read in reads:
+            try:
+                views[index] = read.result()
+            except _NoDirectRead as exc:
+                _fall_back(machine, str(exc))
+    dumped = [index for index, view in enumerate(views) if view is None]
+    if dumped:
+        dumps = _dump_memories([machines[index] for index in dumped], address, size)
+        for index, dump in zip(dumped, dumps):
+            views[index] = dump
+    return [view for view in views if view is not None]
+
+
+class _NoDirectRead(Exception):
+    """This range cannot be read from ``/proc/<pid>/mem``; the message says why."""
+
+
+#: Errors with which Linux refuses us another process's memory (no ptrace
+#: right, a process that is not dumpable, a page it cannot hand out).
+_REFUSED = (errno.EPERM, errno.EACCES, errno.EIO)
+#: A line of a flat view in ``info mtree -f``: first and last address,
+#: the kind (``ram``, ``rom``, ``i/o``, ...), the region, its offset.
+_FLAT_RANGE = re.compile(
+    r"\s+([0-9a-f]+)-([0-9a-f]+) \(prio -?\d+, ([^)]+)\): (\S+)(?: @([0-9a-f]+))?"
+)
+#: Reasons for a dump already logged: each is said once per process.
+_told: Set[str] = set()
+_log = logging.getLogger("migtest.machine")
+
+
+def _fall_back(machine: QEMUMachine, reason: str) -> None:
+    """Note that ``machine``'s range is dumped, saying why the first time."""
+    if reason not in _told:
+        _told.add(reason)
+        _log.info("%s: RAM read through pmemsave: %s", machine.name, reason)
+
+
+def _host_address(machine: QEMUMachine, address: int, size: int) -> int:
+    """Where in ``machine``'s address space guest physical ``address`` lies.
+
+    :raise _NoDirectRead: the range is not one stretch of one RAM block.
+    """
+    if size <= 0:
+        raise _NoDirectRead(f"a range of {size} bytes")
+    flat = machine.cmd("human-monitor-command", command_line="info mtree -f")
+    reason = _one_ram_block(flat, address, size)
+    if reason is not None:
+        raise _NoDirectRead(reason)
+    first = _gpa2hva(machine, address)
+    last = _gpa2hva(machine, address + size - 1)
+    if last != first + size - 1:
+        raise _NoDirectRead(
+            f"0x{address:x}-0x{address + size - 1:x} is not one mapping in QEMU"
+            f" (host 0x{first:x} and 0x{last:x})"
+        )
+    return first
+
+
+def _gpa2hva(machine: QEMUMachine, address: int) -> int:
+    """The host virtual address QEMU ``machine`` keeps guest physical ``address`` at."""
+    text = machine.cmd("human-monitor-command", command_line=f"gpa2hva 0x{address:x}")
+    found = re.search(r" is (0x[0-9a-f]+)", text)
+    if found is None:
+        raise _NoDirectRead(f"gpa2hva 0x{address:x} answered {text.strip()!r}")
+    return int(found.group(1), 16)
+
+
+def _one_ram_block(flat: str, address: int, size: int) -> Optional[str]:
+    """Why ``info mtree -f``'s address space "memory" is not one RAM region over the range.
+
+    :param flat: the text ``info mtree -f`` printed.
+    :return: ``None`` if every address of the range is RAM of one region,
+        at offsets that go on with the addresses; else the reason.
+    """
+    views: List[Tuple[List[str], List[Tuple[int, int, str, str, int]]]] = []
+    for line in flat.splitlines():
+        space = re.match(r'\s*AS "([^"]*)"', line)
+        piece = _FLAT_RANGE.match(line)
+        if line.startswith("FlatView #"):
+            views.append(([], []))
+        elif space and views:
+            views[-1][0].append(space.group(1))
+        elif piece and views:
+            first, last, kind, region, offset = piece.groups()
+            views[-1][1].append(
+                (int(first, 16), int(last, 16), kind, region, int(offset or "0", 16))
+            )
+    pieces = next((found for spaces, found in views if "memory" in spaces), None)
+    if pieces is None:
+        return "'info mtree -f' shows no flat view of the address space 'memory'"
+    at, end = address, address + size
+    block: Optional[Tuple[str, int]] = None  # the region, and its offset at ``address``
+    for first, last, kind, region, offset in pieces:
+        if last < at:
+            continue
+        if first > at:
+            break
+        if kind != "ram":
+            return f"0x{at:x} is {kind} ({region}), not RAM"
+        here = (region, offset + at - first - (at - address))
+        if block is None:
+            block = here
+        elif here != block:
+            return f"0x{at:x} is in {region} at another offset than 0x{address:x}"
+        at = last + 1
+        if at >= end:
+            return None
+    return f"nothing is mapped at 0x{at:x}"
+
+
+def _read_process(machine: QEMUMachine, host: int, size: int) -> memoryview:
+    """``size`` bytes of ``machine``'s own memory from ``host`` on, into a buffer of ours.
+
+    :raise _NoDirectRead: Linux refused (see :data:`_REFUSED`).
+    """
+    pid = machine.pid
+    if pid is None:
+        raise _NoDirectRead("QEMU is not running")
+    buffer = memoryview(mmap.mmap(-1, size))
+    try:
+        fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in _REFUSED:
+            raise _NoDirectRead(f"cannot open /proc/<pid>/mem: {exc.strerror}") from exc
+        raise
+    try:
+        done = 0
+        while done < size:
+            try:
+                count = os.preadv(fd, [buffer[done:]], host + done)
+            except OSError as exc:
+                if exc.errno in _REFUSED:
+                    raise _NoDirectRead(f"cannot read /proc/<pid>/mem: {exc.strerror}") from exc
+                raise
+            if count == 0:
+                raise _NoDirectRead(f"/proc/<pid>/mem ends at 0x{host + done:x}")
+            done += count
+    finally:
+        os.close(fd)
+    return buffer.toreadonly()
+
+
+def _dump_memories(machines: Sequence[QEMUMachine], address: int, size: int) -> List[memoryview]:
+    """Dump the same guest physical range of several machines through ``pmemsave``.
+
     ``pmemsave`` copies a kilobyte at a time, so each QEMU dumping on its
     own core halves the wait for a pair.  Each writes into an anonymous
     memory file of ours (a memfd, which QEMU opens as ``/proc/<pid>/fd/<n>``):
     nothing goes through the disk, no file name exists to be left behind,
     and the dump is mapped rather than copied into Python.
 
-    :return: read-only views of the dumps; a dump's memory is freed once
-        no view of it (slices included) is left.
     :raise QMPError: QEMU could not read the range or write the dump.
     :raise MigtestError: QEMU said it did, but the dump is short.
     """
