@@ -17,7 +17,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import pytest
 
-from migtest.errors import ConfigError
+from migtest.errors import ConfigError, WaitTimeout
 from migtest.proxy import CHUNK, Corruption, MigrationProxy
 
 #: Seconds any one socket operation, or thread, of these tests may take.
@@ -320,6 +320,42 @@ def test_a_cut_while_the_destination_is_dialled_drops_the_connection(
     finally:
         go_on.set()
         proxy.close()
+
+
+def test_a_connection_the_proxy_takes_after_a_cut_is_dropped(
+    destination: socket.socket,
+) -> None:
+    # The source connects while the proxy's loop is busy: the kernel has the
+    # connection, the proxy has not taken it yet when the link is cut (as
+    # when QEMU's source says postcopy-recover and the test cuts at once).
+    with proxy_to(target_of(destination)) as (proxy, address):
+        blocked = threading.Event()
+
+        def block_the_loop() -> None:
+            blocked.set()
+            time.sleep(0.5)
+
+        proxy._loop.call_soon_threadsafe(block_the_loop)
+        assert blocked.wait(TIMEOUT)
+        with socket.create_connection(address, timeout=TIMEOUT) as source:
+            proxy.cut()
+            assert_dropped(source, "source")
+            destination.settimeout(0.5)
+            with pytest.raises(socket.timeout):
+                destination.accept()[0].close()
+
+
+def test_linked_counts_connections_that_reached_the_destination(
+    destination: socket.socket,
+) -> None:
+    with proxy_to(target_of(destination)) as (proxy, address):
+        with pytest.raises(WaitTimeout, match=r"1 connection.*0 linked"):
+            proxy.wait_until_linked(1, timeout=0.3)
+        source, dest = connect(address, destination)
+        with source, dest:
+            proxy.wait_until_linked(1)
+            with pytest.raises(WaitTimeout, match=r"2 connection.*1 linked"):
+                proxy.wait_until_linked(2, timeout=0.3)
 
 
 def test_a_proxy_never_started_closes_cleanly() -> None:

@@ -22,6 +22,7 @@ from .stream.outcome import tamper_outcome
 from .stream.rewriter import StreamRewriter
 from .stream.tamper import Change, PageFault
 from .transport import Channel
+from .wait import wait_for
 
 #: Bytes read at once; also the granularity of corruption.
 CHUNK = 64 * 1024
@@ -102,6 +103,10 @@ class MigrationProxy:
         self._flowing.set()
         #: The count of bytes forwarded at which the source's bytes stop.
         self._stall_at: Optional[int] = None
+        #: Set by :meth:`cut`: a cut link stays cut.
+        self._cut = False
+        #: Connections the proxy has made to the destination so far.
+        self.linked = 0
 
     def start(self) -> Tuple[str, int]:
         """Start listening; return the address the source should connect to."""
@@ -115,6 +120,13 @@ class MigrationProxy:
         return host, port
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._cut:
+            # The source may have connected before the cut, its connection
+            # still waiting in the kernel's queue or in asyncio's hands (the
+            # source already says postcopy-recover): it goes with the link.
+            _log.debug("proxy: a connection taken after the link was cut is dropped")
+            writer.transport.abort()
+            return
         # Known from the start, so that a cut while the destination is being
         # dialled drops this connection too: the source is connected already.
         self._writers.add(writer)
@@ -140,6 +152,7 @@ class MigrationProxy:
             up_writer.transport.abort()
             return
         self._writers.add(up_writer)
+        self.linked += 1
         rewriter = None
         if self.tamper is not None:
             rewriter = StreamRewriter(self.tamper)
@@ -195,8 +208,27 @@ class MigrationProxy:
         return data[:cut], data[cut:]
 
     def cut(self) -> None:
-        """Drop every connection at once, as a broken link would."""
+        """Drop every connection at once, as a broken link would.
+
+        The link stays broken: a connection the proxy takes afterwards is
+        dropped too.  The source's status can say it connected before the
+        proxy's loop took its connection, and a connection that slipped
+        through would hold a destination's handshake open for ever.
+        """
         self._call(self._drop())
+
+    def wait_until_linked(self, count: int = 1, timeout: float = PROXY_TIMEOUT) -> None:
+        """Wait until ``count`` connections of the source reach the destination.
+
+        The source's status changes once it has connected to the proxy,
+        before the proxy has dialled the destination: a fault meant for a
+        connection both sides hold must wait for this.
+        """
+        wait_for(
+            lambda: (self.linked >= count, f"{self.linked} linked"),
+            what=f"{count} connection(s) through the proxy to the destination",
+            timeout=timeout,
+        )
 
     def stall(self, after: int = 0) -> None:
         """Stop passing the source's bytes on, keeping the connections open.
@@ -224,6 +256,7 @@ class MigrationProxy:
         self._flowing.set()
 
     async def _drop(self) -> None:
+        self._cut = True
         for writer in self._writers:
             if not writer.transport.is_closing():
                 writer.transport.abort()
@@ -320,6 +353,10 @@ class FaultyChannel(Channel):
     def cut(self) -> None:
         """Break the link, as a failing network would."""
         self._started().cut()
+
+    def wait_until_linked(self, count: int = 1) -> None:
+        """Wait until ``count`` connections reach the destination through the proxy."""
+        self._started().wait_until_linked(count)
 
     def stall(self, after: int = 0) -> None:
         """Hold the source's bytes back (after ``after`` more), the connection open."""

@@ -53,7 +53,7 @@ def postcopy(pair: MigrationPair, channel: Union[str, Channel]) -> MigrationInfo
     """
     pair.prevent_convergence()
     pair.migrate(channel)
-    pair.src.wait_for_dirty_sync(2)
+    pair.src.wait_for_full_pass()
     pair.start_postcopy()
     pair.wait_for_switchover()
     return pair.wait_for_completion()
@@ -97,7 +97,7 @@ def postcopy_crawling(
     pair.src.set_parameters({"max-postcopy-bandwidth": CRAWL})
     pair.prevent_convergence()
     pair.migrate(channel)
-    pair.src.wait_for_dirty_sync(2)
+    pair.src.wait_for_full_pass()
     pair.start_postcopy()
     pair.wait_for_postcopy(resumed=resumed)
 

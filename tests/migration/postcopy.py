@@ -204,6 +204,7 @@ class RecoveryFailures(MigrationTest):
         link = FaultyChannel(TcpChannel(), stalled_after=0)
         pair.recover(link)
         pair.src.wait_for_status("postcopy-recover", fail_on=UNRECOVERABLE)
+        link.wait_until_linked()
         link.cut()
         wait_until_paused(pair)
         pair.recover("unix")

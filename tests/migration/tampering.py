@@ -14,7 +14,6 @@ from typing import Callable, List, Tuple
 
 from migtest.arch import ArchProfile
 from migtest.checks import check_pushed_to_paused
-from migtest.endpoint import STATUS_TIMEOUT
 from migtest.errors import CheckFailure, Unavailable
 from migtest.pair import MigrationPair
 from migtest.proxy import FaultyChannel
@@ -37,7 +36,6 @@ from migtest.stream.tamper import (
 from migtest.test import MigrationTest
 from migtest.transport import Channel, make_channel
 from migtest.verify import assert_never_resumed
-from migtest.wait import wait_for
 
 #: The guest's page, where its counters are (the guest contract's unit).
 GUEST_PAGE = 4096
@@ -56,28 +54,6 @@ def tampered(link: FaultyChannel, log: logging.Logger) -> List[Change]:
         log.info("the proxy changed %s", change.describe())
     require_survived(changes)
     return changes
-
-
-def wait_for_full_pass(pair: MigrationPair) -> None:
-    """Wait until precopy has sent as many pages as RAM holds: its first pass is over.
-
-    A pass goes through RAM once before it starts again, so the first
-    one is over once the pages sent (``normal`` and ``duplicate``, the
-    zero ones) reach the RAM's pages.  The count of dirty syncs does not
-    tell: with postcopy enabled, QEMU 11.1.3 on aarch64 and riscv64 had
-    synced three times after 1153 and 1794 of the test range's 25344
-    pages (QEMU 8.0's ``must_precopy <= threshold_size`` took the exact,
-    syncing, pending size every iteration when all of RAM can wait for
-    postcopy; whether something like it is left in 11.1 is not traced).
-    """
-
-    def check() -> Tuple[bool, str]:
-        ram = pair.src.info().get("ram", {})
-        sent = int(ram.get("normal", 0)) + int(ram.get("duplicate", 0))
-        pages = int(ram.get("total", 0)) // int(ram.get("page-size", 0) or GUEST_PAGE)
-        return 0 < pages <= sent, f"{sent} of {pages} pages sent"
-
-    wait_for(check, what="a first full pass of precopy on the source", timeout=STATUS_TIMEOUT)
 
 
 def postcopy_switched(
@@ -106,7 +82,7 @@ def postcopy_switched(
         pair.src.set_parameters({"max-bandwidth": CRAWL})
     pair.migrate(channel)
     if not at_once:
-        wait_for_full_pass(pair)
+        pair.src.wait_for_full_pass()
         pair.src.wait_for_dirty_sync(pair.src.wait_for_dirty_sync(1) + 1)
     pair.start_postcopy()
     pair.wait_for_postcopy(resumed=resumed)
