@@ -8,6 +8,7 @@ process is gone when it is done with it.
 
 from __future__ import annotations
 
+import array
 import ctypes
 import enum
 import errno
@@ -25,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from subprocess import Popen
 from types import TracebackType
-from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Type
+from typing import IO, Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple, Type
 
 from .artifacts import console_file, output_file
 from .console import ConsoleRecorder
@@ -620,14 +621,17 @@ def read_memories(machines: Sequence[QEMUMachine], address: int, size: int) -> L
     Two ways, the fast one first.  Each QEMU holds its guest's RAM in its
     own address space: HMP ``gpa2hva`` says where, and we read it from
     ``/proc/<pid>/mem``, each machine in a thread of its own (the read
-    releases the GIL), with no QMP command while reading.  Comparing two
-    paused 256 MiB ppc64 guests this way took half the time of
-    ``pmemsave`` (README, "Speed").  But it needs the right to read
-    another process's memory (ptrace's: we are QEMU's parent, which Yama's
-    scopes 0 and 1 allow and 2 and 3 refuse) and QEMU's word that the
-    range is one piece of one RAM block.  When either is missing, the
-    range is dumped as before, through ``pmemsave``, which works wherever
-    QMP does; why is logged once.
+    releases the GIL), with no QMP command while reading, and pages that
+    QEMU maps to Linux's zero page are not copied at all.  After a
+    migration, reading and comparing both sides' RAM this way took about
+    half the time of ``pmemsave`` (0.3 s against 0.8 s for ppc64's
+    256 MiB, README "Speed"); without skipping zero pages it saved
+    nothing, our buffer's pages costing what ``pmemsave``'s copy does.
+    But it needs the right to read another process's memory (ptrace's:
+    we are QEMU's parent, which Yama's scopes 0 and 1 allow and 2 and 3
+    refuse) and QEMU's word that the range is one piece of one RAM block.
+    When either is missing, the range is dumped as before, through
+    ``pmemsave``, which works wherever QMP does; why is logged once.
 
     Both give the same bytes for RAM: ``pmemsave`` reads through QEMU's
     memory API (the flat view of the address space "memory"), ``/proc``
@@ -655,9 +659,10 @@ def read_memories(machines: Sequence[QEMUMachine], address: int, size: int) -> L
         except _NoDirectRead as exc:
             _fall_back(machine, str(exc))
     if direct:
+        zero = _zero_frames()
         with ThreadPoolExecutor(len(direct), thread_name_prefix="read-memory") as pool:
             reads = [
-                (index, machine, pool.submit(_read_process, machine, host, size))
+                (index, machine, pool.submit(_read_process, machine, host, size, zero))
                 for index, machine, host in direct
             ]
         for index, machine, read in reads:
@@ -770,15 +775,25 @@ def _one_ram_block(flat: str, address: int, size: int) -> Optional[str]:
     return f"nothing is mapped at 0x{at:x}"
 
 
-def _read_process(machine: QEMUMachine, host: int, size: int) -> memoryview:
+def _read_process(machine: QEMUMachine, host: int, size: int, zero: FrozenSet[int]) -> memoryview:
     """``size`` bytes of ``machine``'s own memory from ``host`` on, into a buffer of ours.
 
+    Pages QEMU has mapped to one of Linux's zero pages (``zero``, their
+    frames) are not read: our buffer is fresh anonymous memory, which
+    reads as zeros there too, without copying or allocating.  After a
+    migration most guest RAM is such pages on both sides (measured: 154
+    of ppc64's 256 MiB, the huge zero page), since migration reads every
+    page and a read maps the zero page where nothing was written.
+
+    :param zero: frames of Linux's zero pages (see :func:`_zero_frames`).
     :raise _NoDirectRead: Linux refused (see :data:`_REFUSED`).
     """
     pid = machine.pid
     if pid is None:
         raise _NoDirectRead("QEMU is not running")
-    buffer = memoryview(mmap.mmap(-1, size))
+    memory = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    _madvise_huge(memory)  # unread stretches then read as the huge zero page
+    buffer = memoryview(memory)
     try:
         fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
@@ -786,20 +801,126 @@ def _read_process(machine: QEMUMachine, host: int, size: int) -> memoryview:
             raise _NoDirectRead(f"cannot open /proc/<pid>/mem: {exc.strerror}") from exc
         raise
     try:
-        done = 0
-        while done < size:
-            try:
-                count = os.preadv(fd, [buffer[done:]], host + done)
-            except OSError as exc:
-                if exc.errno in _REFUSED:
-                    raise _NoDirectRead(f"cannot read /proc/<pid>/mem: {exc.strerror}") from exc
-                raise
-            if count == 0:
-                raise _NoDirectRead(f"/proc/<pid>/mem ends at 0x{host + done:x}")
-            done += count
+        for start, end in _pages_to_read(pid, host, size, zero):
+            done = start
+            while done < end:
+                try:
+                    count = os.preadv(fd, [buffer[done:end]], host + done)
+                except OSError as exc:
+                    if exc.errno in _REFUSED:
+                        raise _NoDirectRead(f"cannot read /proc/<pid>/mem: {exc.strerror}") from exc
+                    raise
+                if count == 0:
+                    raise _NoDirectRead(f"/proc/<pid>/mem ends at 0x{host + done:x}")
+                done += count
     finally:
         os.close(fd)
     return buffer.toreadonly()
+
+
+#: A pagemap entry's bits: the page is present; its frame number.
+_PRESENT = 1 << 63
+_FRAME = (1 << 55) - 1
+#: Frames of Linux's zero pages, and our mappings that hold them (a huge
+#: zero page lives while a process maps it): found once, by
+#: :func:`_zero_frames`.
+_zero_pages: Optional[Tuple[FrozenSet[int], List[mmap.mmap]]] = None
+
+
+def _pages_to_read(pid: int, host: int, size: int, zero: FrozenSet[int]) -> List[Tuple[int, int]]:
+    """The stretches of ``[0, size)`` whose pages are not one of the ``zero`` frames.
+
+    Everything, when the range is not whole pages or QEMU's pagemap
+    cannot be read.
+    """
+    page = mmap.PAGESIZE
+    if not zero or host % page or size % page:
+        return [(0, size)]
+    entries = array.array("Q")
+    try:
+        with open(f"/proc/{pid}/pagemap", "rb", buffering=0) as pagemap:
+            pagemap.seek(host // page * 8)
+            wanted = size // page * 8
+            while len(entries) * 8 < wanted:
+                chunk = pagemap.read(wanted - len(entries) * 8)
+                if not chunk:
+                    return [(0, size)]
+                entries.frombytes(chunk)
+    except OSError as exc:
+        if exc.errno in _REFUSED:
+            return [(0, size)]
+        raise
+    stretches: List[Tuple[int, int]] = []
+    begin: Optional[int] = None
+    for index, entry in enumerate(entries):
+        if entry & _PRESENT and entry & _FRAME in zero:
+            if begin is not None:
+                stretches.append((begin * page, index * page))
+                begin = None
+        elif begin is None:
+            begin = index
+    if begin is not None:
+        stretches.append((begin * page, size))
+    return stretches
+
+
+def _madvise_huge(memory: mmap.mmap) -> None:
+    """Ask for transparent huge pages, where Linux has them (else nothing is lost but speed)."""
+    try:
+        memory.madvise(mmap.MADV_HUGEPAGE)
+    except OSError:  # a kernel without transparent huge pages
+        pass
+
+
+def _zero_frames() -> FrozenSet[int]:
+    """The frames of Linux's zero page and huge zero page, as our own pagemap shows them.
+
+    Read from pages of ours that only were read (so Linux mapped a zero
+    page there), each frame confirmed by ``/proc/kpageflags``
+    (``KPF_ZERO_PAGE``).  Empty where frames are hidden from us (no
+    CAP_SYS_ADMIN: pagemap shows 0, kpageflags cannot be opened): then
+    every page is read.
+    """
+    global _zero_pages
+    if _zero_pages is not None:
+        return _zero_pages[0]
+    huge = 2 << 20
+    private = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+    small_page = mmap.mmap(-1, mmap.PAGESIZE, flags=private)
+    huge_pages = mmap.mmap(-1, 2 * huge, flags=private)
+    _madvise_huge(huge_pages)
+    frames: Set[int] = set()
+    try:
+        with (
+            open("/proc/self/pagemap", "rb", buffering=0) as pagemap,
+            open("/proc/kpageflags", "rb", buffering=0) as flags,
+        ):
+
+            def frame(memory: mmap.mmap, offset: int) -> int:
+                memory[offset]  # a read: Linux maps a zero page
+                address = ctypes.addressof(ctypes.c_char.from_buffer(memory)) + offset
+                pagemap.seek(address // mmap.PAGESIZE * 8)
+                entry = int.from_bytes(pagemap.read(8), "little")
+                return entry & _FRAME if entry & _PRESENT else 0
+
+            def is_zero(number: int) -> bool:
+                flags.seek(number * 8)
+                return number != 0 and bool(int.from_bytes(flags.read(8), "little") >> 24 & 1)
+
+            small = frame(small_page, 0)
+            if is_zero(small):
+                frames.add(small)
+            start = ctypes.addressof(ctypes.c_char.from_buffer(huge_pages))
+            first = frame(huge_pages, -start % huge)  # at a 2 MiB boundary inside
+            count = huge // mmap.PAGESIZE
+            if first % count == 0 and is_zero(first) and is_zero(first + count - 1):
+                frames.update(range(first, first + count))
+    except OSError as exc:
+        if exc.errno not in (*_REFUSED, errno.ENOENT):
+            raise
+        frames.clear()
+    _zero_pages = (frozenset(frames), [small_page, huge_pages])
+    return _zero_pages[0]
 
 
 def _dump_memories(machines: Sequence[QEMUMachine], address: int, size: int) -> List[memoryview]:
