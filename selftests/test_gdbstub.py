@@ -314,6 +314,19 @@ def test_an_unshown_fault_and_a_known_difference_are_reported_not_missed() -> No
     assert judge("pswm", 44, ["PSW..."], ["CPU#0 PSW.cc"], None, kvm).verdict == "missed"
 
 
+def test_a_fault_only_the_newer_destination_shows_is_not_a_miss_across_versions() -> None:
+    across = Run("s390x", "tcg", (7, 2, 22), (11, 1, 3))
+    shows = {"CPU#0 PSW.addr"}
+    fault = judge("fpc", 0, ["FPC=1"], ["CPU#0 FPC"], None, across, shows)
+    assert fault.verdict == "destination only"
+    # Shown by the source too, or within one version: a miss as before.
+    assert judge("fpc", 0, ["FPC=1"], ["CPU#0 FPC"], None, across, {"CPU#0 FPC"}).verdict == (
+        "missed"
+    )
+    same = Run("s390x", "tcg", (11, 1, 3), (11, 1, 3))
+    assert judge("fpc", 0, ["FPC=1"], ["CPU#0 FPC"], None, same, shows).verdict == "missed"
+
+
 def test_the_measurement_fails_naming_each_miss() -> None:
     measurement = Measurement("x86_64", 0, [Fault("rax", "caught"), Fault("rbx", "not shown")])
     measurement.assert_nothing_missed()

@@ -71,6 +71,7 @@ Verdict = Literal[
     "missed",  # HMP shows the change, the comparison let it pass: a FAIL
     "known difference",  # shown, and allowed by KNOWN_DIFFERENCES
     "not shown",  # HMP's dump does not change: the comparison cannot see it
+    "destination only",  # only the destination's QEMU version shows it: not compared
     "not writable",  # the stub refused, or no candidate bit stuck
     "counts by itself",  # two reads of the paused vCPU differ: a counter, not faulted
     "not readable",  # the stub refused to read it, or sent another size
@@ -109,7 +110,10 @@ class Measurement:
     def figures(self) -> Dict[str, object]:
         """The counts, the names and the reasons, for the JSON file and README."""
         count = {v: len(self.named(v)) for v in _VERDICTS}
-        changed = count["caught"] + count["missed"] + count["known difference"] + count["not shown"]
+        changed = sum(
+            count[v]
+            for v in ("caught", "missed", "known difference", "not shown", "destination only")
+        )
         return {
             "arch": self.arch,
             "cpu": self.cpu,
@@ -154,6 +158,7 @@ _VERDICTS: Tuple[Verdict, ...] = (
     "missed",
     "known difference",
     "not shown",
+    "destination only",
     "not writable",
     "counts by itself",
     "not readable",
@@ -211,12 +216,16 @@ def judge(
     shown_as: Sequence[str],
     failure: Optional[str],
     run: Run,
+    source_shows: Optional[Set[str]] = None,
 ) -> Fault:
     """The verdict on one register's fault, from what the dumps and the comparison said.
 
     :param lines: raw lines of the destination's dump that changed.
     :param shown_as: ``CPU#n NAME`` of parsed registers that changed.
     :param failure: the comparison's failure message, ``None`` if it passed.
+    :param source_shows: ``CPU#n NAME`` of every register the source's dump
+        shows.  Across QEMU versions the comparison leaves out a register
+        only one side's dump shows (s390x's FPC: 11.1 prints it, 7.2 not).
     """
     names = tuple(shown_as)
     if not lines and not names:
@@ -229,6 +238,14 @@ def judge(
         if any(f"{name}:" in failure for name in names):
             return Fault(register, "caught", bit, names)
         return Fault(register, "missed", bit, names, f"the failure names none of them: {failure}")
+    if (
+        source_shows is not None
+        and run.src_version != run.dst_version
+        and not any(name in source_shows for name in names)
+    ):
+        return Fault(
+            register, "destination only", bit, names, "the source's QEMU version does not show it"
+        )
     allowed = [_allowed_because(name, run) for name in names]
     if all(allowed):
         return Fault(register, "known difference", bit, names, "; ".join(filter(None, allowed)))
@@ -288,6 +305,11 @@ class _Session:
 
     def __init__(self, gdb: GdbClient, dump: Callable[[], str], source: str, run: Run) -> None:
         self.gdb, self.dump, self.source, self.run = gdb, dump, source, run
+        self.source_shows = {
+            f"CPU#{cpu} {name}"
+            for cpu, registers in parse_registers(source, layout_for(run.arch)).items()
+            for name in registers
+        }
         self.baseline = dump()
         again = dump()
         self.noise = noisy_lines(self.baseline, again)
@@ -334,6 +356,7 @@ class _Session:
             changed_registers(self.baseline, after, self.run.arch, self.noisy),
             failure,
             self.run,
+            self.source_shows,
         )
         self._restore(label)
         return fault
