@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import stat
+import warnings
 from pathlib import Path
 from typing import TypeVar
 
@@ -24,14 +25,15 @@ from migtest.tls import (
     PSK_BYTES,
     CertificateAuthority,
     anon_arguments,
+    ffdhe2048_prime,
     psk_arguments,
     write_psk,
     x509_arguments,
 )
 
 # QEMU's file names, spelled out rather than imported: they are its contract.
-SERVER_FILES = ["ca-cert.pem", "server-cert.pem", "server-key.pem"]
-CLIENT_FILES = ["ca-cert.pem", "client-cert.pem", "client-key.pem"]
+SERVER_FILES = ["ca-cert.pem", "dh-params.pem", "server-cert.pem", "server-key.pem"]
+CLIENT_FILES = ["ca-cert.pem", "client-cert.pem", "client-key.pem", "dh-params.pem"]
 
 E = TypeVar("E", bound=x509.ExtensionType)
 
@@ -201,6 +203,25 @@ def test_server_certificate_needs_a_hostname(ca: CertificateAuthority, tmp_path:
 
 
 # -- PSK ------------------------------------------------------------------------
+
+
+def test_dh_params_are_rfc_7919_ffdhe2048(tmp_path: Path) -> None:
+    # What the RFC prints of the prime: its first and last 64 bits, and its size.
+    prime = ffdhe2048_prime()
+    assert prime.bit_length() == 2048
+    assert prime >> 1984 == 0xFFFFFFFFFFFFFFFF
+    assert (prime >> 1920) & (2**64 - 1) == 0xADF85458A2BB4A9A
+    assert prime & (2**128 - 1) == 0x886B423861285C97FFFFFFFFFFFFFFFF
+    # A safe prime: Fermat's test holds for p and for (p - 1) / 2.
+    assert pow(3, prime - 1, prime) == 1
+    assert pow(3, (prime - 1) // 2 - 1, (prime - 1) // 2) == 1
+    write_psk(tmp_path)
+    pem = (tmp_path / "dh-params.pem").read_bytes()
+    assert pem.startswith(b"-----BEGIN DH PARAMETERS-----\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # cryptography deprecates finite-field DH
+        numbers = serialization.load_pem_parameters(pem).parameter_numbers()
+    assert (numbers.p, numbers.g) == (prime, 2)
 
 
 def test_psk_file_is_username_colon_hex_key(tmp_path: Path) -> None:
