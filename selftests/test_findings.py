@@ -77,6 +77,10 @@ ASSERTION = (
     "Assertion `first_elem || !n_elems || !size' failed."
 )
 
+CANCEL_STUCK = (
+    "timed out after 120 s waiting for migration status cancelled on src; last seen: "
+    "{'expected-downtime': 1, 'status': 'cancelling', 'setup-time': 2, 'total-time': 120024}"
+)
 ZLIB_LEVEL = (
     "src: parameters set to {'multifd-zlib-level': 2} but read back {'multifd-zlib-level': 1}"
 )
@@ -163,6 +167,7 @@ def test_a_scope_covers_a_version_migrating_to_itself_only_if_asked() -> None:
         ("x86_64", V11_1_3, V7_2, ZLIB_LEVEL.replace("src", "dst"), "multifd-level-ignored"),
         ("ppc64", V7_2, V7_2, HMP_ZSTD_LEVEL, "multifd-level-ignored"),
         ("x86_64", V7_2, V7_2, CANCEL_ACCEPTED, "postcopy-cancel-accepted"),
+        ("s390x", V7_2, V7_2, CANCEL_STUCK, "multifd-cancel-stuck"),
         ("aarch64", V7_2, V10_0_13, CANCEL_ACCEPTED, "postcopy-cancel-accepted"),
         ("x86_64", V10_0_13, V7_2, DST_SEGV, "postcopy-recovery-dst-crash"),
         ("ppc64", V7_2, V7_2, DST_SEGV, "postcopy-recovery-dst-crash"),
@@ -205,6 +210,8 @@ def test_each_finding_explains_what_qemu_said(
         ("x86_64", V7_2, V10_0_13, DST_SEGV),
         ("x86_64", V10_0_13, V7_2, SRC_STUCK),
         ("x86_64", V11_1_3, V10_0_13, PEEK),
+        ("s390x", V10_0_13, V10_0_13, CANCEL_STUCK),
+        ("s390x", V7_2, V7_2, CANCEL_STUCK.replace("'cancelling'", "'active'")),
         # riscv64 within one release series, or the words on another arch.
         ("riscv64", V11_1_2, V11_1_3, RV_CPU_OLD),
         ("riscv64", V10_0_2, V10_0_13, RV_CPU_POSTCOPY),
@@ -325,6 +332,7 @@ def test_the_findings_no_test_hits_every_time_say_why() -> None:
     unflagged = {f.id: f.not_flagged for f in FINDINGS if f.not_flagged}
     assert sorted(unflagged) == [
         "colo-exit-reason-race",
+        "multifd-cancel-stuck",
         "s390x-tcg-condition-code",
         "vcpu-dirty-limit-stalls-guest",
     ]

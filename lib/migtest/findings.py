@@ -350,6 +350,25 @@ FINDINGS: Tuple[Finding, ...] = (
         reproduced_by=("Multifd.test_zlib", "Multifd.test_zstd"),
     ),
     Finding(
+        id="multifd-cancel-stuck",
+        title="QEMU 7.2 can stay in 'cancelling' for good when a multifd migration is cancelled",
+        kind="QEMU bug",
+        # Multifd.test_cancel_then_migrate_again (16 channels, cancelled
+        # once 30 MB had gone over them): the source reported 'cancelling'
+        # for 120 s, its migration thread still counting total-time; the
+        # destination was alive.  A cancel must end.  Seen once (s390x
+        # TCG, 7.2 on both sides, 2026-12-02) in dozens of runs of the test
+        # on 7.2 sources; the cause is not traced.
+        scopes=(scope(ALL_ARCHES, "7.2", "*", across=False),),
+        shows=re.compile(
+            r"waiting for migration status cancelled on src; last seen: "
+            r"\{[^}]*'status': 'cancelling'"
+        ),
+        every_migration=False,
+        reported=_README,
+        not_flagged="seen once in dozens of runs (s390x, 7.2): a race, cause not traced",
+    ),
+    Finding(
         id="suspended-guest-woken",
         title="QEMU before 9.0 does not keep a migrated guest suspended: it arrives running",
         kind="QEMU bug",
