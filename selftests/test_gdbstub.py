@@ -433,3 +433,23 @@ def test_a_bad_description_closes_the_connection(tmp_path: Path, stub: socket.so
         GdbClient(tmp_path, "gdb.sock", timeout=5)
     served.join(5)  # the stand-in reads the end of the connection and returns
     assert not served.is_alive()
+
+
+def test_a_description_that_never_ends_is_refused(tmp_path: Path, stub: socket.socket) -> None:
+    _serve(stub, {b"qXfer": b"+" + frame(b"m")})
+    with pytest.raises(GdbError, match=r"an empty piece of 'target\.xml' after 0"):
+        GdbClient(tmp_path, "gdb.sock", timeout=5)
+
+
+def test_a_thread_list_that_never_ends_is_refused(tmp_path: Path, stub: socket.socket) -> None:
+    _serve(
+        stub,
+        {
+            b"qXfer": b"+" + frame(b"l" + ONE_REGISTER.encode()),
+            b"qfThreadInfo": b"+" + frame(b"m1"),
+            b"qsThreadInfo": b"+" + frame(b"m2"),
+        },
+    )
+    with GdbClient(tmp_path, "gdb.sock", timeout=5) as gdb:
+        with pytest.raises(GdbError, match="the thread list does not end"):
+            gdb.threads()

@@ -39,6 +39,8 @@ from .wait import wait_for
 PACKET_TIMEOUT = 10.0
 #: Bytes of a target description asked for at once.
 XFER_CHUNK = 0x1000
+#: More vCPUs than any QEMU machine has: a thread list longer than this does not end.
+MAX_THREADS = 4096
 
 ByteOrder = Literal["little", "big"]
 
@@ -352,6 +354,8 @@ class GdbClient:
             reply = self.request(f"qXfer:features:read:{annex}:{len(text):x},{XFER_CHUNK:x}")
             if not reply or reply[0] not in "ml":
                 raise GdbError(f"the gdbstub has no description {annex!r}: it answered {reply!r}")
+            if reply == "m":  # more to come, yet nothing sent: it would never end
+                raise GdbError(f"the gdbstub sent an empty piece of {annex!r} after {len(text)}")
             text += reply[1:]
             if reply[0] == "l":
                 return text
@@ -361,6 +365,8 @@ class GdbClient:
         ids: List[str] = []
         reply = self.request("qfThreadInfo")
         while reply.startswith("m"):
+            if reply == "m" or len(ids) > MAX_THREADS:
+                raise GdbError(f"the thread list does not end: {reply!r} after {len(ids)} ids")
             ids += reply[1:].split(",")
             reply = self.request("qsThreadInfo")
         if reply != "l":
