@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, List, Mapping, Optional, Sequence, Set, Tuple
 
+from . import probe_store
 from .arch import ArchProfile
 from .errors import ConfigError, Unavailable
 
@@ -98,26 +99,38 @@ def _probe(binary: str) -> None:
         list(pool.map(functools.partial(_help, binary), PROBED_OPTIONS))
 
 
+class _NoAnswer(Exception):
+    """The binary could not answer; not worth remembering (it may be a passing load)."""
+
+
 @functools.cache
 def _help(binary: str, option: str) -> Optional[Tuple[str, ...]]:
     """The lines ``binary <option> help`` prints, or ``None`` if it failed.
 
     Cached per binary and option: every test of a job asks the same
-    questions of the same binaries, and each answer costs ~30 ms.
+    questions of the same binaries, and each answer costs ~30 ms.  Other
+    tests of the job read it from :mod:`~migtest.probe_store`.
     """
+
+    def ask() -> List[str]:
+        try:
+            result = subprocess.run(
+                [binary, option, "help"],
+                capture_output=True,
+                text=True,
+                timeout=PROBE_TIMEOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise _NoAnswer from exc
+        if result.returncode != 0:
+            raise _NoAnswer
+        return result.stdout.splitlines()
+
     try:
-        result = subprocess.run(
-            [binary, option, "help"],
-            capture_output=True,
-            text=True,
-            timeout=PROBE_TIMEOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    except (OSError, subprocess.TimeoutExpired):
+        return tuple(probe_store.remembered(binary, f"{option} help", ask))
+    except _NoAnswer:
         return None
-    if result.returncode != 0:
-        return None
-    return tuple(result.stdout.splitlines())
 
 
 def qmp_monitor_option(binary: str, chardev: str) -> List[str]:

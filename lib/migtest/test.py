@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tupl
 from avocado import Test
 from avocado.core.exceptions import TestInterrupt
 
+from . import probe_store
 from .artifacts import METRICS_FILE, PLOT_FILE, TRACE_FILE
 from .downtime import felt_downtime_of
 from .errors import MigtestError, QMPError, Unavailable
@@ -132,6 +133,7 @@ class MigrationTest(Test):
         self._lone_machines: List[QEMUMachine] = []
         self._qmp_log = self._start_qmp_log()
         self._limit_waits()
+        self._share_probes()
         # First, alone: it decides what a missing binary below becomes.
         self._strict = SuiteParams.strict_from(self.params, os.environ)
         try:
@@ -225,6 +227,19 @@ class MigrationTest(Test):
         if self.phase in ("SETUP", "TEST") and not self._interrupted:
             self._interrupted = True
             raise TestInterrupt(f"Test interrupted: {name}")
+
+    def _share_probes(self) -> None:
+        """Let this job's tests share what each QEMU binary said of itself.
+
+        Each test runs in a process of its own and would ask every binary
+        again (:mod:`~migtest.probe_store`).  Avocado's ``teststmpdir`` is
+        the job's and goes with it; without it, each test asks for itself.
+        """
+        try:
+            shared: Optional[Path] = Path(self.teststmpdir)
+        except OSError:
+            shared = None
+        probe_store.share_in(shared)
 
     def _limit_waits(self) -> None:
         """End any wait before the test's timeout does, so the error names it.
