@@ -63,7 +63,7 @@ EXPECTED_TESTS = {
     "tests/migration/dirty.py:DirtyLimit.test_dirty_limit",
     "tests/migration/capabilities.py:IgnoreShared.test_ignore_shared",
     "tests/migration/capabilities.py:AutoConverge.test_auto_converge",
-    "tests/migration/capabilities.py:AutoConverge.test_throttle_cap",
+    "tests/migration/capabilities.py:AutoConverge.test_throttle_steps",
     "tests/migration/capabilities.py:SwitchoverAck.test_switchover_ack",
     "tests/migration/colo.py:Colo.test_primary_failover",
     "tests/migration/colo.py:Colo.test_secondary_failover",
