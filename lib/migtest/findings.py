@@ -354,12 +354,15 @@ FINDINGS: Tuple[Finding, ...] = (
         title="QEMU 7.2 can stay in 'cancelling' for good when a multifd migration is cancelled",
         kind="QEMU bug",
         # Multifd.test_cancel_then_migrate_again (16 channels, cancelled
-        # once 30 MB had gone over them): the source reported 'cancelling'
-        # for 120 s, its migration thread still counting total-time; the
-        # destination was alive.  A cancel must end.  Seen twice (s390x,
-        # then x86_64, TCG, 7.2 on both sides, in two make check runs of
-        # 2026-12-02 with QEMU versions fetched beside them) in dozens of
-        # runs of the test from 7.2 sources; the cause is not traced.
+        # right after the first dirty sync): the source reported
+        # 'cancelling' for 120 s, its migration thread still counting
+        # total-time; the destination had exited ("load of migration
+        # failed").  A cancel must end.  Seen twice (s390x, then x86_64,
+        # TCG, 7.2 on both sides, in two make check runs of 2026-12-02) in
+        # dozens of runs of the test from 7.2 sources.  Read in 7.2's
+        # multifd.c: a sender woken by another's write error leaves at
+        # the 'exiting' check without doing its SYNC job or posting
+        # sem_sync, on which multifd_send_sync_main() waits for good.
         scopes=(scope(ALL_ARCHES, "7.2", "*", across=False),),
         shows=re.compile(
             r"waiting for migration status cancelled on src; last seen: "
@@ -367,7 +370,7 @@ FINDINGS: Tuple[Finding, ...] = (
         ),
         every_migration=False,
         reported=_README,
-        not_flagged="seen twice in dozens of runs (s390x, x86_64; 7.2): a race, cause not traced",
+        not_flagged="seen twice in dozens of runs (s390x, x86_64; 7.2): a race between senders",
     ),
     Finding(
         id="suspended-guest-woken",
