@@ -51,6 +51,7 @@ from migtest.stream.rewriter import StreamRewriter
 from migtest.stream.tamper import (
     ZERO_PAGE_FILLER,
     Change,
+    NothingToStrike,
     OneByteChanged,
     PageFault,
     PageRange,
@@ -349,6 +350,44 @@ def test_two_pages_swap_where_the_counters_step() -> None:
     assert (first.old[0], first.new[0], second.old[0], second.new[0]) == (3, 2, 2, 3)
     assert len(out) == len(data)
     assert_rewritten_as_reported(data, out, fault.changes, RAM0)
+
+
+def made_between_passes() -> bytes:
+    """A last section whose pages are all alike: the guest stopped between two passes."""
+    last = [record(FLAG_PAGE, 0, "ram0", page(4))] + [
+        record(FLAG_PAGE, n * 4096, payload=page(4)) for n in range(1, 8)
+    ]
+    return Made().ram(PART, record(FLAG_PAGE, 0, "ram0", page(3))).ram(END, *last).end()
+
+
+def test_pages_all_alike_leave_nothing_to_swap_and_say_why() -> None:
+    data = made_between_passes()
+    fault = TwoPagesSwapped(RAM0)
+    out, rewriter = rewrite(data, fault)
+    assert out == data and not fault.changes
+    with pytest.raises(
+        NothingToStrike, match=r"each of the 8 pages .* stopped between two passes"
+    ) as nothing:
+        tamper_outcome(fault, [rewriter.report])
+    assert isinstance(nothing.value, TamperError)  # a test that cannot retry still errs
+
+
+def test_a_swap_that_struck_or_saw_too_little_claims_nothing() -> None:
+    struck = TwoPagesSwapped(RAM0)
+    rewrite(made_with_pages(), struck)
+    assert struck.changes and struck.nothing_to_strike() is None
+    unseen = TwoPagesSwapped(RAM0)
+    rewrite(Made().ram(END, record(FLAG_PAGE, 0, "ram0", page(4))).end(), unseen)
+    assert unseen.nothing_to_strike() is None  # one page: the stream, not the guest
+    with pytest.raises(TamperError) as error:
+        tamper_outcome(unseen, [])
+    assert not isinstance(error.value, NothingToStrike)
+
+
+def test_other_faults_never_blame_the_guest() -> None:
+    for fault in (OneByteChanged(RAM0), StalePageResent(RAM0), ZeroPageAsData(RAM0)):
+        rewrite(made_between_passes(), fault)
+        assert fault.nothing_to_strike() is None
 
 
 def test_two_pages_swap_a_zero_page_and_a_full_one() -> None:

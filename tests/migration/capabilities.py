@@ -67,11 +67,11 @@ class AutoConverge(MigrationTest):
     capped at max-cpu-throttle.  It weighs a step at most once a second
     (``migration_bitmap_sync``) and takes one every second high period, so
     each step costs two seconds whatever the bandwidth: the seed test
-    checks the first, another all three kinds (initial, increment, cap).  While the 1 ms downtime limit
-    holds the migration back, a switchover may only begin if what remains
-    fits that limit at the bandwidth QEMU measured;
-    pause-before-switchover holds any switchover for the check (more left
-    is a FAIL).  Once allowed to converge, under a 30 s limit, the same
+    checks the first, another all three kinds (initial, increment, cap).
+    While the 1 ms downtime limit holds the migration back, a switchover
+    may only begin if what remains fits that limit at the bandwidth QEMU
+    measured; pause-before-switchover holds any switchover for the check
+    (more left is a FAIL).  Once allowed to converge, under a 30 s limit, the same
     check could not fail, so it is not made.
 
     :avocado: enable

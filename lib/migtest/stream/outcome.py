@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 from ..errors import Unavailable
-from .tamper import Change, PageFault, TamperError
+from .tamper import Change, NothingToStrike, PageFault, TamperError
 
 
 @dataclass
@@ -67,7 +67,8 @@ def tamper_outcome(fault: PageFault, reports: Sequence[RewriteReport]) -> List[C
     :raise TamperError: a rewriter could not follow a stream it should,
         one that struck stopped before the last RAM section (a later copy
         of the page could have gone unseen), or the fault found nothing to
-        strike: the test cannot tell.
+        strike: the test cannot tell.  :class:`NothingToStrike` if the
+        guest's pages left it nothing to change (another migration may).
     """
     listed = "; ".join(f"connection {n}: {r.describe()}" for n, r in enumerate(reports, 1))
     misread = [r.misread for r in reports if r.misread]
@@ -91,6 +92,9 @@ def tamper_outcome(fault: PageFault, reports: Sequence[RewriteReport]) -> List[C
             f"which the rewriter does not change; {listed}",
             expected=False,
         )
+    reason = fault.nothing_to_strike()
+    if reason is not None:
+        raise NothingToStrike(f"{fault.describe()}: nothing struck: {reason}; {listed}")
     raise TamperError(
         f"{fault.describe()}: nothing struck ({fault.seen['earlier']} pages of the range "
         f"before the last RAM section, {fault.seen['final']} in it or after the switch to "

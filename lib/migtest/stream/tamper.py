@@ -49,6 +49,15 @@ class TamperError(MigtestError):
     """The proxy could not make the change a test asked for: the test cannot tell."""
 
 
+class NothingToStrike(TamperError):
+    """The guest left the fault nothing to change this time; another migration may.
+
+    Not the proxy's failing nor QEMU's: e.g. a source whose guest stopped
+    between two passes sends pages that are all alike, and swapping two of
+    them changes nothing.
+    """
+
+
 @dataclass(frozen=True)
 class PageRange:
     """Pages ``[start, end)`` of the RAM block ``block``, at guest physical ``address``.
@@ -230,6 +239,13 @@ class PageFault(ABC):
     def strike(self, record: PageRecord) -> List[PageRecord]:
         """What to send for ``record`` of the region; ``[record]`` leaves it be."""
 
+    def nothing_to_strike(self) -> Optional[str]:
+        """Why the pages seen left this fault nothing to change, if that is why it did not strike.
+
+        ``None``: it saw nothing it could strike, or it struck.
+        """
+        return None
+
     def describe(self) -> str:
         after = " after the switch to postcopy" if self.postcopy else ""
         return f"{self.name}{after} in {self.region.describe()}"
@@ -299,6 +315,17 @@ class TwoPagesSwapped(PageFault):
     def release(self) -> List[PageRecord]:
         held, self._held = self._held, None
         return [] if held is None else [held]
+
+    def nothing_to_strike(self) -> Optional[str]:
+        candidates = self.seen["postcopy" if self.postcopy else "final"]
+        if self.struck or candidates < 2:
+            return None
+        where = "after the switch to postcopy" if self.postcopy else "in the last RAM section"
+        return (
+            f"each of the {candidates} pages of the range sent {where} "
+            "held what the one before it did: the source's guest stopped between two passes, "
+            "every counter equal, and there were no two different pages to swap"
+        )
 
 
 class ZeroPageAsData(PageFault):
