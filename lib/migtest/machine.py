@@ -271,6 +271,9 @@ class QEMUMachine:
             self.binary,
             "-nodefaults",
             "-display", "none",
+            # QEMU names its threads (live_migration, multifdsend_3...) only
+            # when asked: what a timed-out wait logs (migtest.threads).
+            "-name", f"{self.name},debug-threads=on",
             "-chardev", f"socket,id=qmp,fd={qmp_fd}",
             *qmp_monitor_option(self.binary, "qmp"),
             # Relative to QEMU's working directory, the workdir: a path with a
@@ -292,6 +295,7 @@ class QEMUMachine:
             self.binary,
             "-nodefaults",
             "-display", "none",
+            "-name", f"{self.name},debug-threads=on",
             "-chardev", f"socket,id=qmp,path={qmp_path},server=on,wait=off",
             *qmp_monitor_option(self.binary, "qmp"),
             "-chardev", f"file,id=console,path={self.console_path.name}",

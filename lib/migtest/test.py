@@ -24,7 +24,7 @@ from avocado.core.exceptions import TestInterrupt
 from . import probe_store
 from .artifacts import METRICS_FILE, PLOT_FILE, TRACE_FILE
 from .downtime import felt_downtime_of
-from .errors import MigtestError, QMPError, Unavailable
+from .errors import MigtestError, QMPError, Unavailable, WaitTimeout
 from .findings import FINDINGS_BY_ID, Hit, explain, not_reproduced
 from .machine import QEMUMachine, end_with_job, stop_all
 from .metrics import read_settings, summarize
@@ -33,6 +33,7 @@ from .params import SuiteParams
 from .qapi import Capability
 from .qmp import TRACE_LOGGER
 from .report.timeline import render_timeline_svg
+from .threads import thread_states
 from .verify import assert_guest_runs, verify_migration
 from .wait import limit_all_waits
 
@@ -102,6 +103,8 @@ def _end_as_the_scenario_says(method: Callable[..., None]) -> Callable[..., None
         except Unavailable as exc:
             self.unavailable(str(exc), exc.expected)
         except (MigtestError, AssertionError) as exc:
+            if isinstance(exc, WaitTimeout):
+                self._log_qemu_threads()
             hit = self._finding_behind(exc)
             if hit is None:
                 raise
@@ -371,6 +374,21 @@ class MigrationTest(Test):
             return self.suite.profile.name, pair.src.version, pair.dst.version
         except MigtestError:  # a side died before anyone asked its version
             return None
+
+    def _log_qemu_threads(self) -> None:
+        """Log what each running QEMU's threads are doing: after a wait ran out, busy or stuck?"""
+        pair: Optional[MigrationPair] = getattr(self, "pair", None)
+        for side in pair.endpoints() if pair else []:
+            pid = side.machine.pid
+            if pid is None or not side.machine.is_running():
+                continue
+            threads = thread_states(pid)
+            self.log.info(
+                "%s (pid %d) threads, as Linux shows them (tid, name, state, waits in):\n%s",
+                side.name,
+                pid,
+                "\n".join(f"  {thread.describe()}" for thread in threads) or "  none",
+            )
 
     def _finding_behind(self, failure: BaseException) -> Optional[Hit]:
         """The known finding that explains ``failure``, from it and what QEMU printed.
