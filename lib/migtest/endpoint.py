@@ -59,6 +59,8 @@ STATUS_TIMEOUT = 120.0
 #: Seconds a QEMU whose monitor went away is given to finish exiting, so
 #: that a failure says how it ended (a crash's signal) rather than "no answer".
 DYING_TIMEOUT = 5.0
+#: Seconds a cancelled migration may take to end (see :meth:`Endpoint.wait_for_cancelled`).
+CANCEL_TIMEOUT = 30.0
 #: Seconds a guest may take to suspend itself or be woken: the suspending
 #: guest suspends after its first pass, a second or so after SeaBIOS.
 RUN_STATE_TIMEOUT = 30.0
@@ -653,6 +655,19 @@ class Endpoint:
         what = f"migration status {'/'.join(statuses)} on {self.name}"
         info: MigrationInfo = wait_for(check, what=what, timeout=timeout)
         return info
+
+    def wait_for_cancelled(self) -> MigrationInfo:
+        """Wait until a cancelled migration has ended, in ``cancelled``.
+
+        A cancel takes milliseconds; :data:`CANCEL_TIMEOUT` leaves a loaded
+        machine a thousand times that, and a cancel that never ends (QEMU
+        7.2 with multifd: finding ``multifd-cancel-stuck``) is told sooner.
+
+        :raise CheckFailure: it completed or failed instead.
+        """
+        return self.wait_for_status(
+            "cancelled", fail_on=("completed", "failed"), timeout=CANCEL_TIMEOUT
+        )
 
     def wait_for_dirty_sync(self, count: int, timeout: float = STATUS_TIMEOUT) -> int:
         """Wait until RAM has been synced ``count`` times (first sync is 1).

@@ -97,7 +97,7 @@ def converged_early(test: MigrationTest, early: MigtestError) -> NoReturn:
     :raise MigtestError: ``early``, the guest running again.
     """
     test.pair.src.cancel()
-    test.pair.src.wait_for_status("cancelled", fail_on=("completed", "failed"))
+    test.pair.src.wait_for_cancelled()
     try:
         assert_runs_again(test, "migrate_cancel")
     except CheckFailure as stuck:
@@ -218,7 +218,7 @@ class DirtyLimit(MigrationTest):
         pair.migrate("unix")
         self.check_throttled()
         pair.src.cancel()
-        pair.src.wait_for_status("cancelled", fail_on=("completed", "failed"))
+        pair.src.wait_for_cancelled()
         check_dirty_limit_released(self.answers_after_cancel())
         pair.replace_destination()
         pair.migrate("unix")

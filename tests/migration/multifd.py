@@ -124,7 +124,7 @@ class Multifd(MigrationTest):
         pair.migrate("tcp")
         pair.src.wait_for_dirty_sync(1)
         pair.src.cancel()
-        pair.src.wait_for_status("cancelled", fail_on=("completed", "failed"))
+        pair.src.wait_for_cancelled()
         self.assert_guest_runs(pair.src.machine)
         pair.replace_destination()
         pair.dst.set_capabilities(capabilities)
