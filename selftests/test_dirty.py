@@ -100,6 +100,9 @@ class Source:
     def wait_for_status(self, *statuses: str, fail_on: Sequence[str] = ()) -> None:
         self.calls.append(f"wait for {'/'.join(statuses)}")
 
+    def wait_for_cancelled(self) -> None:
+        self.wait_for_status("cancelled")
+
 
 class FakeTest:
     """A test whose guest runs, or does not (then it fails as assert_guest_runs does)."""
