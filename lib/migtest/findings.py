@@ -358,8 +358,9 @@ FINDINGS: Tuple[Finding, ...] = (
         # 'cancelling' for 120 s, its migration thread still counting
         # total-time; the destination had exited ("load of migration
         # failed").  A cancel must end.  6 of 60 runs of the test, three
-        # at a time, x86_64 TCG, 7.2 on both sides (2026-12-02); before,
-        # twice in make check (s390x, x86_64).  Each time the source's
+        # at a time, x86_64 TCG, 7.2 on both sides (2026-12-02), and
+        # ppc64 in make check; before, twice in make check (s390x,
+        # x86_64).  Each time the source's
         # threads showed live_migration asleep in a futex and no
         # multifdsend_* thread left.  Read in 7.2's multifd.c: a sender
         # woken by another's write error leaves at the 'exiting' check
