@@ -24,8 +24,10 @@ SUITE    = $(AVOCADO) --config avocado.conf run --job-results-dir $(RESULTS) $(P
 STAMP    = $(VENV)/.installed
 TOOLCHAINS = binutils-aarch64-linux-gnu binutils-s390x-linux-gnu binutils-powerpc64-linux-gnu binutils-riscv64-linux-gnu $(shell apt-cache show binutils-loongarch64-linux-gnu >/dev/null 2>&1 && echo binutils-loongarch64-linux-gnu)
 
-# What `make check` runs across QEMU versions (scripts/versions-matrix):
-# the seed scenarios (those of QEMU's 2019 migration-test, tag `seed`) on
+# What `make check` runs across QEMU versions (scripts/versions-matrix),
+# and on the architectures and accelerators it does not run whole: the
+# seed scenarios (those of QEMU's 2019 migration-test, tag `seed`) and
+# every auto-converge step (the seed test checks only the first) on
 # the newest QEMU of Debian 13 and of its backports with itself (the host's
 # whole suite runs above, KVM included), and across these pairs: Debian
 # 12's QEMU to 13's and back.  Every version and every test in CI's half
@@ -33,7 +35,7 @@ TOOLCHAINS = binutils-aarch64-linux-gnu binutils-s390x-linux-gnu binutils-powerp
 # "Speed"): `make versions-matrix` runs every test, every pair.
 CHECK_PAIRS ?= 7.2-to-10.0.13 10.0.13-to-7.2
 CHECK_SAME  ?= 11.1.3
-CHECK_TAGS  ?= seed
+CHECK_TAGS  ?= -t seed -t auto-converge
 
 .PHONY: run check suite-strict versions-strict versions-matrix selftests lint qemu qemu-versions toolchains gitlab-ci-local browser guests venv clean
 
@@ -66,19 +68,19 @@ CHECK_PARALLEL = --max-parallel-tasks $(CHECK_TASKS)
 # `make run` runs everything everywhere.
 CHECK_ARCHES ?= x86_64 aarch64 s390x ppc64
 CHECK_SEED_ARCHES ?= riscv64
-CHECK_KVM_TAGS ?= -t seed -t dirty -t cpr
+CHECK_KVM_TAGS ?= -t seed -t auto-converge -t dirty -t cpr
 CHECK_SUITE = $(AVOCADO) --config avocado.conf run --job-results-dir $(RESULTS) tests/migration $(AVOCADO_ARGS)
 TCG_VARIANTS = -m $(VARIANTS_DIR)/arch.yaml $(VARIANTS_DIR)/accel-tcg.yaml --mux-filter-only
 
 suite-strict: venv qemu
 	MIGTEST_STRICT=1 $(CHECK_SUITE) $(CHECK_PARALLEL) $(TCG_VARIANTS) $(CHECK_ARCHES:%=/run/arch/%)
-	$(if $(CHECK_SEED_ARCHES),MIGTEST_STRICT=1 $(CHECK_SUITE) $(CHECK_PARALLEL) -t seed $(TCG_VARIANTS) $(CHECK_SEED_ARCHES:%=/run/arch/%))
+	$(if $(CHECK_SEED_ARCHES),MIGTEST_STRICT=1 $(CHECK_SUITE) $(CHECK_PARALLEL) $(CHECK_TAGS) $(TCG_VARIANTS) $(CHECK_SEED_ARCHES:%=/run/arch/%))
 	$(if $(ACCEL_FILE),MIGTEST_STRICT=1 $(CHECK_SUITE) --max-parallel-tasks $(CHECK_KVM_TASKS) $(CHECK_KVM_TAGS) -m $(VARIANTS_DIR)/arch.yaml $(ACCEL_FILE) --mux-filter-only /run/accel/kvm)
 
 versions-strict: venv qemu-versions
 	MIGTEST_STRICT=1 $(VENV)/bin/python scripts/versions-matrix --skip-host \
 	  --results $(RESULTS) --same $(CHECK_SAME) --pairs $(CHECK_PAIRS) \
-	  --avocado-arg "-t $(CHECK_TAGS) $(CHECK_PARALLEL)"
+	  --avocado-arg "$(CHECK_TAGS) $(CHECK_PARALLEL)"
 
 # Every version with itself, and every pair of versions: README's grid.
 versions-matrix: venv qemu-versions

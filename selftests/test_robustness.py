@@ -22,7 +22,7 @@ from migtest.wait import wait_for
 
 TEST = "tests/migration/precopy.py:Precopy.test_unix"
 #: A test that migrates for seconds: two of them overlap, however they are scheduled.
-SLOW_TEST = "tests/migration/capabilities.py:AutoConverge.test_auto_converge"
+SLOW_TEST = "tests/migration/capabilities.py:AutoConverge.test_throttle_steps"
 #: Avocado tests made for these self-tests.
 SELFTEST_TESTS = Path(__file__).parent / "avocado"
 

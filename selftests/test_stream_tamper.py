@@ -366,7 +366,7 @@ def test_pages_all_alike_leave_nothing_to_swap_and_say_why() -> None:
     out, rewriter = rewrite(data, fault)
     assert out == data and not fault.changes
     with pytest.raises(
-        NothingToStrike, match=r"each of the 8 pages .* stopped between two passes"
+        NothingToStrike, match=r"each of the 7 pairs .* stopped between two passes"
     ) as nothing:
         tamper_outcome(fault, [rewriter.report])
     assert isinstance(nothing.value, TamperError)  # a test that cannot retry still errs
@@ -381,6 +381,23 @@ def test_a_swap_that_struck_or_saw_too_little_claims_nothing() -> None:
     assert unseen.nothing_to_strike() is None  # one page: the stream, not the guest
     with pytest.raises(TamperError) as error:
         tamper_outcome(unseen, [])
+    assert not isinstance(error.value, NothingToStrike)
+
+
+def test_pages_never_sent_one_after_the_other_do_not_blame_the_guest() -> None:
+    """Another block's record between each two: no pair compared, so no claim."""
+    last: List[bytes] = []
+    for n in range(4):
+        last += [
+            record(FLAG_PAGE, n * 4096, "ram0", page(4 + n)),
+            record(FLAG_ZERO, n * 4096, "ram1", b"\0"),
+        ]
+    fault = TwoPagesSwapped(RAM0)
+    _, rewriter = rewrite(Made().ram(END, *last).end(), fault)
+    assert fault.seen["final"] == 4  # seen, but never two in a row
+    assert not fault.changes and fault.nothing_to_strike() is None
+    with pytest.raises(TamperError) as error:
+        tamper_outcome(fault, [rewriter.report])
     assert not isinstance(error.value, NothingToStrike)
 
 

@@ -664,6 +664,7 @@ class Endpoint:
         7.2 with multifd: finding ``multifd-cancel-stuck``) is told sooner.
 
         :raise CheckFailure: it completed or failed instead.
+        :raise WaitTimeout: still not ``cancelled`` after :data:`CANCEL_TIMEOUT`.
         """
         return self.wait_for_status(
             "cancelled", fail_on=("completed", "failed"), timeout=CANCEL_TIMEOUT

@@ -271,8 +271,10 @@ class QEMUMachine:
             self.binary,
             "-nodefaults",
             "-display", "none",
-            # QEMU names its threads (live_migration, multifdsend_3...) only
-            # when asked: what a timed-out wait logs (migtest.threads).
+            # QEMU names its threads (live_migration, multifdsend_3...),
+            # which a timed-out wait logs (migtest.threads), only when asked
+            # before 11.1; 11.1 always does and deprecates the option: drop
+            # it here once a QEMU the suite runs refuses it.
             "-name", f"{self.name},debug-threads=on",
             "-chardev", f"socket,id=qmp,fd={qmp_fd}",
             *qmp_monitor_option(self.binary, "qmp"),

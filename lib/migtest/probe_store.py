@@ -9,8 +9,9 @@ the first test to ask writes them into a directory the job's tests share
 (Avocado's ``teststmpdir``, removed with the job), and the others read
 them from there.
 
-An answer is filed under the binary's path, size, modification time and
-inode: a binary rebuilt or replaced during the job is asked again.  A
+An answer is filed under the binary's path, size, modification and
+change times and inode: a binary rebuilt or replaced during the job is
+asked again.  A
 file that cannot be read or parsed is as good as none (the question is
 asked again, and the answer written anew), and one test writing while
 another reads is safe: answers are written to a file of their own, then
@@ -60,9 +61,8 @@ def answer_file(binary: str, question: str) -> Optional[Path]:
         status = os.stat(path)
     except OSError:
         return None
-    key = "\0".join(
-        (path, str(status.st_size), str(status.st_mtime_ns), str(status.st_ino), question)
-    )
+    stamps = (status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino)
+    key = "\0".join((path, *map(str, stamps), question))
     return _directory / f"{FILE_PREFIX}{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
 
 
@@ -106,7 +106,8 @@ def _store(where: Path, answer: Any) -> None:
         os.replace(temporary, where)
     except (OSError, TypeError, ValueError) as exc:
         _log.debug("cannot keep an answer in %s: %s", where, exc)
+    finally:  # an interrupted test too: only whole answers are left
         try:
             os.unlink(temporary)
-        except OSError:
+        except OSError:  # renamed into place (or the directory went with the job)
             pass

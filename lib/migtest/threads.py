@@ -4,8 +4,10 @@ A migration that never ends is either busy or stuck, and QMP cannot tell
 which: ``query-migrate`` answers the same either way.  Linux can: each
 thread's name (QEMU names its own: ``live_migration``, ``multifdsend_3``,
 ``CPU 0/TCG``), its state, and the kernel function it sleeps in (a futex
-for a semaphore or a lock, a socket for I/O).  A thread present and
-asleep in a futex while QMP answers is a deadlock; its name says whose.
+for a semaphore or a lock, a socket for I/O).  One look, not a proof:
+idle threads sleep in futexes too; but a migration thread asleep in one
+long after a cancel, with the threads it waits for gone, is what a
+deadlock looks like, and the names say whose.
 """
 
 from __future__ import annotations

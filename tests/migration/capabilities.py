@@ -1,11 +1,12 @@
 """Migration capabilities that change how RAM is sent: each must still
 deliver the guest intact, and show it did what it is for."""
 
-from typing import ClassVar
+from typing import ClassVar, List
 
 from migtest.arch import MiB
 from migtest.checks import check_shared_ram_not_sent, check_throttle_steps
 from migtest.errors import QMPError
+from migtest.pair import NON_CONVERGING
 from migtest.qapi import MigrationParameters
 from migtest.scenarios import live_precopy
 from migtest.test import MigrationTest
@@ -87,33 +88,36 @@ class AutoConverge(MigrationTest):
     #: the dirty bitmap again, sees nothing left after one pass, and
     #: switches over.)
     HOLD: ClassVar[MigrationParameters] = {"downtime-limit": 1, "max-bandwidth": 100_000_000}
-    #: Before the first step the guest runs unthrottled, and the hold of
-    #: other tests (300 MB/s) holds it: the step comes a second sooner than
-    #: at 100 MB/s, whose passes take longer (3.1-3.5 s a test against 4.3
-    #: s, x86_64 TCG).
-    HOLD_UNTHROTTLED: ClassVar[MigrationParameters] = {
-        "downtime-limit": 1,
-        "max-bandwidth": 300_000_000,
-    }
 
     def test_auto_converge(self) -> None:
         """Throttling starts, at cpu-throttle-initial (5 %), and the migration then completes.
 
         What QEMU's own migration-test checks; the later steps are
-        :meth:`test_throttle_steps`'.
+        :meth:`test_throttle_steps`'s.  Until the first step the guest runs
+        unthrottled, and the hold of other tests (300 MB/s) holds it: the
+        step comes a second sooner than at 100 MB/s, whose passes take
+        longer (3.1-3.5 s a test against 4.3 s, x86_64 TCG).
 
         :avocado: tags=seed,qtest-7.2
         """
-        self.climb(initial=5, increment=50, maximum=95, until=5, hold=self.HOLD_UNTHROTTLED)
+        self.climb(initial=5, increment=50, maximum=95, until=5, hold=NON_CONVERGING)
 
     def test_throttle_steps(self) -> None:
-        """Each step adds cpu-throttle-increment, and stops at max-cpu-throttle: 40, 90, 95 %."""
-        self.climb(initial=40, increment=50, maximum=95, until=95, hold=self.HOLD)
+        """Each step adds cpu-throttle-increment, and stops at max-cpu-throttle: 40, 90, 95 %.
+
+        Every step must be seen: two seconds apart, each is polled a
+        hundred times or more.
+        """
+        seen = self.climb(initial=40, increment=50, maximum=95, until=95, hold=self.HOLD)
+        self.assertEqual(seen, [40, 90, 95], "throttle percentages, each step seen")
 
     def climb(
         self, initial: int, increment: int, maximum: int, until: int, hold: MigrationParameters
-    ) -> None:
-        """Migrate held back by ``hold`` until throttling reaches ``until``; check every step."""
+    ) -> List[int]:
+        """Migrate held back by ``hold`` until throttling reaches ``until``; check every step.
+
+        :return: the throttle percentages seen, in order.
+        """
         pair = self.start_pair()
         pair.src.require_commands(["migrate-continue"])
         pair.src.set_capabilities({"auto-converge": True, "pause-before-switchover": True})
@@ -135,6 +139,7 @@ class AutoConverge(MigrationTest):
         pair.src.continue_switchover()
         pair.wait_for_completion()
         self.verify_migration()
+        return seen
 
 
 class SwitchoverAck(MigrationTest):

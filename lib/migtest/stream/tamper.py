@@ -295,6 +295,8 @@ class TwoPagesSwapped(PageFault):
     def __init__(self, region: PageRange, *, postcopy: bool = False) -> None:
         super().__init__(region, postcopy=postcopy)
         self._held: Optional[PageRecord] = None
+        #: Pairs of pages compared, and how many of them were alike.
+        self._compared = self._alike = 0
 
     def strike(self, record: PageRecord) -> List[PageRecord]:
         if self.struck or not record.final or not self.in_phase(record):
@@ -302,7 +304,9 @@ class TwoPagesSwapped(PageFault):
         held, self._held = self._held, record
         if held is None:
             return []
+        self._compared += 1
         if held.content == record.content:
+            self._alike += 1
             return [held]
         self._held = None
         first, second = held.holding(record.content), record.holding(held.content)
@@ -317,14 +321,15 @@ class TwoPagesSwapped(PageFault):
         return [] if held is None else [held]
 
     def nothing_to_strike(self) -> Optional[str]:
-        candidates = self.seen["postcopy" if self.postcopy else "final"]
-        if self.struck or candidates < 2:
+        # Only pages sent one after the other are compared: a record of
+        # another range or a section's end between two lets both go.
+        if self.struck or not self._compared or self._alike < self._compared:
             return None
         where = "after the switch to postcopy" if self.postcopy else "in the last RAM section"
         return (
-            f"each of the {candidates} pages of the range sent {where} "
-            "held what the one before it did: the source's guest stopped between two passes, "
-            "every counter equal, and there were no two different pages to swap"
+            f"each of the {self._compared} pairs of pages of the range sent one after the other "
+            f"{where} was alike: the source's guest stopped between two passes, every counter "
+            "equal, and there were no two different pages to swap"
         )
 
 
